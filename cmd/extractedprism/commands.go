@@ -1,0 +1,130 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/lexfrei/extractedprism/pkg/config"
+	"github.com/lexfrei/extractedprism/pkg/daemon"
+	"github.com/lexfrei/extractedprism/pkg/logging"
+	"github.com/lexfrei/extractedprism/pkg/status"
+	"github.com/lexfrei/extractedprism/pkg/version"
+)
+
+type runCmd struct {
+	config.Flags `embed:""`
+}
+
+func (r *runCmd) Run(e *env) error {
+	l, err := load(r.Flags)
+	if err != nil {
+		return err
+	}
+
+	log, _, err := logging.New(e.stderr, logging.Options{
+		Level:    l.Config.LogLevel,
+		Format:   l.Config.LogFormat,
+		Journald: os.Getenv("JOURNAL_STREAM") != "",
+	})
+	if err != nil {
+		return fmt.Errorf("logger: %w", err)
+	}
+	defer func() { _ = log.Sync() }()
+
+	d, err := daemon.New(daemon.Options{Config: l.Config, Logger: log})
+	if err != nil {
+		return fmt.Errorf("starting: %w", err)
+	}
+
+	return d.Run(e.ctx)
+}
+
+type checkConfigCmd struct {
+	config.Flags `embed:""`
+}
+
+func (c *checkConfigCmd) Run(e *env) error {
+	l, err := load(c.Flags)
+	if err != nil {
+		return err
+	}
+
+	if err := l.WriteEffective(e.stdout); err != nil {
+		return fmt.Errorf("check-config: %w", err)
+	}
+
+	return nil
+}
+
+type statusCmd struct {
+	config.Flags `embed:""`
+
+	JSON    bool          `help:"Print the raw /status document."`
+	URL     string        `name:"url" placeholder:"URL" help:"Health server base URL (default: from health_address and health_port)."`
+	Timeout time.Duration `default:"5s" help:"How long to wait for the daemon."`
+}
+
+func (s *statusCmd) Run(e *env) error {
+	url := s.URL
+	if url == "" {
+		// Only the health settings matter here: the rest of the
+		// configuration may be invalid without hiding the status.
+		l, _ := config.Load(config.Input{Flags: s.Flags})
+		url = healthURL(l.Config)
+	}
+
+	ctx, cancel := context.WithTimeout(e.ctx, s.Timeout)
+	defer cancel()
+
+	doc, raw, err := status.Fetch(ctx, url)
+	if err != nil {
+		return fmt.Errorf("status: %w", err)
+	}
+
+	if s.JSON {
+		_, err = e.stdout.Write(raw)
+	} else {
+		err = status.WriteTable(e.stdout, doc, time.Now())
+	}
+
+	if err != nil {
+		return fmt.Errorf("status: %w", err)
+	}
+
+	return nil
+}
+
+// healthURL is the local health server's URL; a wildcard bind address is
+// reached on loopback.
+func healthURL(c config.Config) string {
+	host := c.HealthAddress
+	if ip, err := netip.ParseAddr(host); err == nil && ip.IsUnspecified() {
+		host = "127.0.0.1"
+		if ip.Is6() {
+			host = "::1"
+		}
+	}
+
+	return "http://" + net.JoinHostPort(host, strconv.Itoa(c.HealthPort))
+}
+
+type versionCmd struct {
+	JSON bool `help:"Print as JSON."`
+}
+
+func (v *versionCmd) Run(e *env) error {
+	info := version.Get()
+	if v.JSON {
+		return json.NewEncoder(e.stdout).Encode(info)
+	}
+
+	_, err := fmt.Fprintln(e.stdout, info)
+
+	return err
+}

@@ -1,0 +1,194 @@
+// Package balancer is extractedprism's data path: a TCP proxy that spreads
+// connections over health-checked upstreams and retries a failed dial on the
+// next usable upstream, so a client only sees a failure when every upstream
+// failed.
+//
+// It is built on go-loadbalancer's upstream.List, which schedules the health
+// checks and reconciles the upstream set, and on the tcpproxy.Proxy that
+// go-loadbalancer uses, which runs the accept loop. Selection, dialing and
+// copying are ours: the library's Pick cannot skip an upstream that just
+// failed a dial, and its target closes the client on the first dial error.
+package balancer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/siderolabs/go-loadbalancer/upstream"
+	"github.com/siderolabs/tcpproxy"
+	"go.uber.org/zap"
+)
+
+// Sentinel errors callers branch on.
+var (
+	// ErrNoUpstreams means no upstream could take a connection.
+	ErrNoUpstreams = errors.New("no usable upstream")
+	// ErrEmptySet is returned when asked to replace the upstreams with nothing.
+	ErrEmptySet = errors.New("refusing an empty upstream set")
+	// ErrListenerFailed means the accept loop ended for good.
+	ErrListenerFailed = errors.New("listener failed")
+)
+
+// Endpoint is an upstream address and the sources that know of it.
+type Endpoint struct {
+	Address string   // host:port
+	Sources []string // e.g. "static", "discovery"
+}
+
+// Options configure a Balancer.
+type Options struct {
+	// Listener is where clients connect; it is served as handed in (for
+	// example inherited from systemd) and closed on Shutdown.
+	Listener net.Listener
+	Logger   *zap.Logger
+
+	HealthInterval  time.Duration
+	HealthTimeout   time.Duration
+	DialTimeout     time.Duration
+	KeepAlivePeriod time.Duration // 0 disables keepalive
+	TCPUserTimeout  time.Duration // 0 leaves the kernel default
+}
+
+// Score bounds and steps. One failed check takes a healthy upstream out
+// (1-2 = -1); it is back after one passing check, or two after repeated
+// failures. A new upstream starts usable, so the proxy serves at once.
+const (
+	lowScore     = -2
+	highScore    = 1
+	initialScore = 1
+	failDelta    = -2
+	successDelta = 1
+	healthJitter = 0.2
+)
+
+// Balancer proxies connections from a listener to upstreams.
+type Balancer struct {
+	opts  Options
+	log   *zap.Logger
+	list  *upstream.List[*node]
+	proxy tcpproxy.Proxy
+	ln    *retryListener
+
+	mu        sync.Mutex
+	nodes     []*node
+	cursor    int
+	lastRound time.Time
+	started   time.Time
+
+	conns connSet
+
+	proxyDone chan struct{}
+	proxyErr  error
+	closing   bool
+}
+
+// New creates a Balancer for the given endpoints. Call Start to serve.
+func New(opts Options, endpoints []Endpoint) (*Balancer, error) {
+	if opts.Listener == nil {
+		return nil, errors.New("balancer: no listener")
+	}
+
+	if len(endpoints) == 0 {
+		return nil, ErrEmptySet
+	}
+
+	if opts.Logger == nil {
+		opts.Logger = zap.NewNop()
+	}
+
+	b := &Balancer{opts: opts, log: opts.Logger, proxyDone: make(chan struct{})}
+	b.conns.init()
+	b.ln = newRetryListener(opts.Listener, b.log)
+	b.nodes = b.reuseNodes(endpoints)
+
+	return b, nil
+}
+
+// Start begins health checks and serving the listener.
+func (b *Balancer) Start() error {
+	b.mu.Lock()
+	b.started = time.Now()
+	b.lastRound = b.started
+	nodes := slices.Clone(b.nodes)
+	b.mu.Unlock()
+
+	list, err := upstream.NewList(slices.Values(nodes),
+		upstream.WithLowHighScores(lowScore, highScore),
+		upstream.WithScoreDeltas(failDelta, successDelta),
+		upstream.WithInitialScore(initialScore),
+		upstream.WithHealthcheckInterval(b.opts.HealthInterval),
+		upstream.WithHealthcheckTimeout(b.opts.HealthTimeout),
+		upstream.WithHealthCheckJitter(healthJitter),
+		upstream.WithTiers(0, maxTier, 0),
+	)
+	if err != nil {
+		return fmt.Errorf("creating upstream list: %w", err)
+	}
+
+	b.list = list
+
+	addr := b.ln.Addr().String()
+	b.proxy.ListenFunc = func(string, string) (net.Listener, error) { return b.ln, nil }
+	b.proxy.AddRoute(addr, b)
+
+	if err := b.proxy.Start(); err != nil {
+		list.Shutdown()
+
+		return fmt.Errorf("starting proxy on %s: %w", addr, err)
+	}
+
+	go b.watchProxy()
+
+	return nil
+}
+
+func (b *Balancer) watchProxy() {
+	err := b.proxy.Wait()
+
+	b.mu.Lock()
+	if !b.closing {
+		b.proxyErr = fmt.Errorf("%w: %s: %w", ErrListenerFailed, b.ln.Addr(), err)
+		b.log.Error("accept loop ended; the proxy is no longer serving", zap.Error(err))
+	}
+	b.mu.Unlock()
+
+	close(b.proxyDone)
+}
+
+// Done is closed when the accept loop has ended, by Shutdown or by failure;
+// Err then tells which.
+func (b *Balancer) Done() <-chan struct{} { return b.proxyDone }
+
+// Err is ErrListenerFailed (wrapped) if the accept loop ended by itself.
+func (b *Balancer) Err() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+
+	return b.proxyErr
+}
+
+// Addr is the address clients connect to.
+func (b *Balancer) Addr() net.Addr { return b.ln.Addr() }
+
+// Shutdown stops accepting, waits until in-flight connections finish or ctx
+// ends, then closes the rest. It returns how many connections were cut.
+func (b *Balancer) Shutdown(ctx context.Context) int {
+	b.mu.Lock()
+	b.closing = true
+	b.mu.Unlock()
+
+	_ = b.proxy.Close()
+	_ = b.ln.Close()
+	<-b.proxyDone
+
+	if b.list != nil {
+		b.list.Shutdown()
+	}
+
+	return b.conns.drain(ctx)
+}

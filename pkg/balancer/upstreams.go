@@ -1,0 +1,287 @@
+package balancer
+
+import (
+	"context"
+	"net"
+	"slices"
+	"sync/atomic"
+	"time"
+
+	"github.com/siderolabs/go-loadbalancer/upstream"
+	"go.uber.org/zap"
+)
+
+// node is one upstream: the upstream.Backend that upstream.List checks, and
+// our own view of its health. upstream.List keeps scores private, so the
+// score is mirrored here with the same arithmetic; only upstream.List's own
+// health loop changes it, in the same order, so the two cannot diverge.
+type node struct {
+	addr string
+	b    *Balancer
+
+	active atomic.Int64
+	total  atomic.Uint64
+
+	// Guarded by b.mu.
+	sources   []string
+	score     float64
+	tier      upstream.Tier
+	suspended bool // a dial failed since the last passing check
+	latency   time.Duration
+	lastErr   error
+	changed   time.Time
+	probe     *probe
+}
+
+// probe is one health check in flight; done is closed when it has a result.
+type probe struct {
+	done    chan struct{}
+	latency time.Duration
+	err     error
+}
+
+// Latency tiers: an upstream that answers checks an order of magnitude
+// slower is used only while no faster one is usable. The first bound is
+// coarse on purpose: sub-millisecond jitter on a busy host must not move
+// equal upstreams between tiers.
+var tierBounds = []time.Duration{10 * time.Millisecond, 100 * time.Millisecond, time.Second}
+
+const maxTier = upstream.Tier(3)
+
+func tierOf(latency time.Duration) upstream.Tier {
+	for i, bound := range tierBounds {
+		if latency < bound {
+			return upstream.Tier(i)
+		}
+	}
+
+	return maxTier
+}
+
+// HealthCheck implements upstream.Backend. upstream.List calls it for one
+// upstream after another; the first call of a round starts probes of every
+// upstream at once, so a round takes one timeout, not one per dead upstream.
+func (n *node) HealthCheck(ctx context.Context) (upstream.Tier, error) {
+	p := n.b.probeFor(n)
+
+	select {
+	case <-p.done:
+	case <-ctx.Done():
+		// Only on shutdown: the probe has the same timeout and started first.
+		p = &probe{err: ctx.Err()}
+	}
+
+	return n.b.record(n, p)
+}
+
+// usable reports whether new connections may go to n.
+func (n *node) usable() bool { return n.score >= 0 && !n.suspended }
+
+func (b *Balancer) probeFor(n *node) *probe {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+
+	if n.probe != nil {
+		return n.probe
+	}
+
+	b.lastRound = time.Now()
+
+	for _, m := range append(slices.Clone(b.nodes), n) {
+		if m.probe == nil {
+			m.probe = &probe{done: make(chan struct{})}
+			go b.runProbe(m.addr, m.probe)
+		}
+	}
+
+	return n.probe
+}
+
+func (b *Balancer) runProbe(addr string, p *probe) {
+	defer close(p.done)
+
+	ctx, cancel := context.WithTimeout(context.Background(), b.opts.HealthTimeout)
+	defer cancel()
+
+	start := time.Now()
+
+	var d net.Dialer
+
+	c, err := d.DialContext(ctx, "tcp", addr)
+	p.latency = time.Since(start)
+
+	if err != nil {
+		p.err = err
+
+		return
+	}
+
+	_ = c.Close()
+}
+
+// record applies a probe result to n the way upstream.List will, and
+// returns what List needs.
+func (b *Balancer) record(n *node, p *probe) (upstream.Tier, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+
+	if n.probe == p {
+		n.probe = nil
+	}
+
+	was := n.usable()
+
+	if p.err != nil {
+		n.score = max(lowScore, n.score+failDelta)
+		n.lastErr = p.err
+	} else {
+		n.score = min(highScore, n.score+successDelta)
+		n.tier = tierOf(p.latency)
+		n.suspended = false
+		n.lastErr = nil
+	}
+
+	n.latency = p.latency
+	b.logChange(n, was)
+
+	if p.err != nil {
+		return -1, p.err
+	}
+
+	return n.tier, nil
+}
+
+// logChange logs a change of n's usability; b.mu is held.
+func (b *Balancer) logChange(n *node, was bool) {
+	now := n.usable()
+	if now == was {
+		return
+	}
+
+	n.changed = time.Now()
+	fields := []zap.Field{zap.String("upstream", n.addr), zap.Float64("score", n.score)}
+
+	if now {
+		b.log.Info("upstream healthy", append(fields, zap.Duration("latency", n.latency))...)
+	} else {
+		b.log.Warn("upstream unhealthy", append(fields, zap.Error(n.lastErr))...)
+	}
+}
+
+// suspend takes n out of selection after a failed dial until its next
+// passing health check.
+func (b *Balancer) suspend(n *node, err error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+
+	was := n.usable()
+	n.suspended = true
+	n.lastErr = err
+	b.logChange(n, was)
+}
+
+// pick returns the upstream for the next connection attempt: round-robin
+// among the usable upstreams of the lowest tier, skipping those this client
+// already tried. Upstreams suspended by a failed dial are a last resort;
+// upstreams failing health checks are never tried, so with all of them down
+// a client is closed at once.
+func (b *Balancer) pick(tried []*node) (*node, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+
+	var (
+		best       *node
+		bestIdx    int
+		lastResort *node
+	)
+
+	count := len(b.nodes)
+	for j := range count {
+		i := (b.cursor + 1 + j) % count
+		n := b.nodes[i]
+
+		switch {
+		case slices.Contains(tried, n) || n.score < 0:
+			continue
+		case n.suspended:
+			if lastResort == nil {
+				lastResort = n
+			}
+		case best == nil || n.tier < best.tier:
+			best, bestIdx = n, i
+		}
+	}
+
+	if best != nil {
+		b.cursor = bestIdx
+
+		return best, nil
+	}
+
+	if lastResort != nil {
+		return lastResort, nil
+	}
+
+	return nil, ErrNoUpstreams
+}
+
+// SetUpstreams replaces the upstream set. Upstreams that stay keep their
+// health state and connections; new ones start usable. An empty set is
+// refused: the proxy never ends up with nothing to send connections to.
+func (b *Balancer) SetUpstreams(endpoints []Endpoint) error {
+	if len(endpoints) == 0 {
+		return ErrEmptySet
+	}
+
+	b.mu.Lock()
+	old := b.nodes
+	b.nodes = b.reuseNodes(endpoints)
+	nodes := slices.Clone(b.nodes)
+	b.mu.Unlock()
+
+	for _, n := range nodes {
+		if !slices.Contains(old, n) {
+			b.log.Info("upstream added", zap.String("upstream", n.addr), zap.Strings("sources", n.sources))
+		}
+	}
+
+	for _, n := range old {
+		if !slices.Contains(nodes, n) {
+			b.log.Info("upstream removed", zap.String("upstream", n.addr), zap.Int64("active_connections", n.active.Load()))
+		}
+	}
+
+	if b.list != nil {
+		b.list.Reconcile(slices.Values(nodes))
+	}
+
+	return nil
+}
+
+// reuseNodes maps endpoints to nodes, keeping the existing node of an
+// address so that its state survives; b.mu is held or b is not shared yet.
+func (b *Balancer) reuseNodes(endpoints []Endpoint) []*node {
+	out := make([]*node, 0, len(endpoints))
+
+	for _, ep := range endpoints {
+		if j := slices.IndexFunc(out, func(n *node) bool { return n.addr == ep.Address }); j >= 0 {
+			out[j].sources = append(out[j].sources, ep.Sources...)
+
+			continue
+		}
+
+		i := slices.IndexFunc(b.nodes, func(n *node) bool { return n.addr == ep.Address })
+
+		var n *node
+		if i >= 0 {
+			n = b.nodes[i]
+		} else {
+			n = &node{addr: ep.Address, b: b, score: initialScore, changed: time.Now()}
+		}
+
+		n.sources = slices.Clone(ep.Sources)
+		out = append(out, n)
+	}
+
+	return out
+}

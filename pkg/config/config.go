@@ -1,0 +1,48 @@
+// Package config defines extractedprism's settings and loads them from the
+// TOML file, EP_* environment variables and command-line flags, in that order
+// of increasing precedence, remembering where every value came from.
+package config
+
+import "time"
+
+// DefaultPath is where the packaged daemon reads its configuration from.
+const DefaultPath = "/etc/extractedprism/config.toml"
+
+// Config is the effective configuration of the daemon. Every field is a
+// setting: it has a TOML key, an EP_* variable and a flag (see Flags).
+type Config struct {
+	BindAddress     string
+	BindPort        int
+	HealthAddress   string
+	HealthPort      int
+	Endpoints       []string
+	HealthInterval  time.Duration
+	HealthTimeout   time.Duration
+	DialTimeout     time.Duration
+	KeepAlivePeriod time.Duration
+	TCPUserTimeout  time.Duration
+	DrainTimeout    time.Duration
+	EnableDiscovery bool
+	LogLevel        string
+	LogFormat       string
+}
+
+// Default returns the built-in defaults. Endpoints has no default: a node
+// must be told where its control plane is.
+func Default() Config {
+	return Config{
+		BindAddress:     "127.0.0.1",
+		BindPort:        7445,
+		HealthAddress:   "127.0.0.1",
+		HealthPort:      7446,
+		HealthInterval:  5 * time.Second,
+		HealthTimeout:   3 * time.Second,
+		DialTimeout:     2 * time.Second,
+		KeepAlivePeriod: 30 * time.Second,
+		TCPUserTimeout:  30 * time.Second,
+		DrainTimeout:    5 * time.Second,
+		EnableDiscovery: true,
+		LogLevel:        "info",
+		LogFormat:       "console",
+	}
+}

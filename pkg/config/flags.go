@@ -1,0 +1,36 @@
+package config
+
+import "time"
+
+// Flags is the command-line face of Config, parsed by kong. Pointer fields
+// stay nil when a flag is absent, which is how a flag is told apart from the
+// layers below it. The flag name is the source of the other two names: the
+// TOML key is the name in snake_case and the variable is EP_ + upper case.
+//
+// A field here without a Config field of the same name (or the reverse) is a
+// bug that TestFlagsMatchConfig catches.
+type Flags struct {
+	ConfigFile *string `name:"config" placeholder:"PATH" help:"Configuration file (default ${config_default}; $$EP_CONFIG). A missing default file means built-in defaults; a missing file named here is an error." setting:"-"`
+
+	BindAddress     *string        `name:"bind-address" placeholder:"ADDR" group:"Listener" help:"Address the TCP load balancer listens on."`
+	BindPort        *int           `name:"bind-port" placeholder:"PORT" group:"Listener" help:"Port the TCP load balancer listens on."`
+	HealthAddress   *string        `name:"health-address" placeholder:"ADDR" group:"Listener" help:"Address of the health, status and metrics HTTP server."`
+	HealthPort      *int           `name:"health-port" placeholder:"PORT" group:"Listener" help:"Port of the health, status and metrics HTTP server."`
+	Endpoints       *[]string      `name:"endpoints" placeholder:"HOST:PORT,..." sep:"," group:"Upstreams" help:"Static API server endpoints, always part of the upstream set."`
+	HealthInterval  *time.Duration `name:"health-interval" placeholder:"DURATION" group:"Upstreams" help:"Interval between upstream health checks."`
+	HealthTimeout   *time.Duration `name:"health-timeout" placeholder:"DURATION" group:"Upstreams" help:"Timeout of one upstream health check; less than the interval."`
+	DialTimeout     *time.Duration `name:"dial-timeout" placeholder:"DURATION" group:"Upstreams" help:"Timeout of one dial to an upstream before the next upstream is tried."`
+	KeepAlivePeriod *time.Duration `name:"keep-alive-period" placeholder:"DURATION" group:"Upstreams" help:"TCP keepalive period on both sides of a proxied connection."`
+	TCPUserTimeout  *time.Duration `name:"tcp-user-timeout" placeholder:"DURATION" group:"Upstreams" help:"TCP_USER_TIMEOUT on both sides: how long unacknowledged data may wait before the connection is dropped."`
+	DrainTimeout    *time.Duration `name:"drain-timeout" placeholder:"DURATION" group:"Upstreams" help:"How long in-flight connections may finish on shutdown before they are closed."`
+	EnableDiscovery *bool          `name:"enable-discovery" negatable:"" group:"Discovery" help:"Watch the kubernetes EndpointSlice for API servers beyond the static endpoints."`
+	LogLevel        *string        `name:"log-level" placeholder:"LEVEL" group:"Logging" help:"Log level: debug, info, warn or error."`
+	LogFormat       *string        `name:"log-format" placeholder:"FORMAT" group:"Logging" help:"Log format: console or json."`
+}
+
+// KongVars are the variables Flags' tags refer to.
+func KongVars() map[string]string {
+	return map[string]string{
+		"config_default": DefaultPath,
+	}
+}

@@ -1,0 +1,169 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"strconv"
+	"time"
+)
+
+// Validate checks c and returns every problem, each naming the source of the
+// offending value as recorded in sources (keyed by TOML key).
+func Validate(c Config, sources map[string]Source) []error {
+	return validate(c, sources, nil)
+}
+
+// validate skips the keys in broken, whose value could not even be read:
+// their error is already reported, and "is required" would mislead.
+func validate(c Config, sources map[string]Source, broken map[string]bool) []error {
+	v := validator{sources: sources, broken: broken}
+
+	v.address("bind_address", c.BindAddress)
+	v.address("health_address", c.HealthAddress)
+	v.port("bind_port", c.BindPort)
+	v.port("health_port", c.HealthPort)
+	v.portClash(c)
+	v.endpoints(c.Endpoints)
+	v.positive("health_interval", c.HealthInterval)
+	v.positive("health_timeout", c.HealthTimeout)
+	v.positive("dial_timeout", c.DialTimeout)
+	v.nonNegative("keep_alive_period", c.KeepAlivePeriod)
+	v.nonNegative("tcp_user_timeout", c.TCPUserTimeout)
+	v.nonNegative("drain_timeout", c.DrainTimeout)
+
+	if c.HealthTimeout > 0 && c.HealthTimeout >= c.HealthInterval {
+		v.fail("health_timeout", -1, "%s must be less than health_interval (%s, from %s)",
+			c.HealthTimeout, c.HealthInterval, sources["health_interval"])
+	}
+
+	v.oneOf("log_level", c.LogLevel, "debug", "info", "warn", "error")
+	v.oneOf("log_format", c.LogFormat, "console", "json")
+
+	return v.errs
+}
+
+type validator struct {
+	sources map[string]Source
+	broken  map[string]bool
+	errs    []error
+}
+
+func (v *validator) fail(key string, index int, format string, args ...any) {
+	if v.broken[key] {
+		return
+	}
+
+	v.errs = append(v.errs, &FieldError{
+		Source: v.sources[key].elem(index),
+		Key:    key,
+		Index:  index,
+		Msg:    fmt.Sprintf(format, args...),
+	})
+}
+
+func (v *validator) address(key, addr string) {
+	if _, err := netip.ParseAddr(addr); err != nil {
+		v.fail(key, -1, "%q is not an IP address", addr)
+	}
+}
+
+func (v *validator) port(key string, port int) {
+	if port < 1 || port > 65535 {
+		v.fail(key, -1, "%d out of range (1-65535)", port)
+	}
+}
+
+// portClash rejects a health server that would fight the proxy for its
+// socket. Different addresses may share a port.
+func (v *validator) portClash(c Config) {
+	if c.BindPort != c.HealthPort {
+		return
+	}
+
+	bind, err1 := netip.ParseAddr(c.BindAddress)
+	health, err2 := netip.ParseAddr(c.HealthAddress)
+
+	if err1 != nil || err2 != nil {
+		return
+	}
+
+	if bind == health || bind.IsUnspecified() || health.IsUnspecified() {
+		v.fail("health_port", -1, "%d clashes with bind_port (%s, from %s)",
+			c.HealthPort, net.JoinHostPort(c.BindAddress, strconv.Itoa(c.BindPort)), v.sources["bind_port"])
+	}
+}
+
+func (v *validator) endpoints(eps []string) {
+	if len(eps) == 0 {
+		v.fail("endpoints", -1, "at least one API server endpoint (host:port) is required")
+
+		return
+	}
+
+	seen := make([]string, 0, len(eps))
+
+	for i, ep := range eps {
+		canon, err := CanonicalEndpoint(ep)
+		if err != nil {
+			v.fail("endpoints", i, "%s", err)
+			seen = append(seen, "")
+
+			continue
+		}
+
+		if j := slices.Index(seen, canon); j >= 0 {
+			v.fail("endpoints", i, "%q duplicates endpoints[%d]", ep, j)
+		}
+
+		seen = append(seen, canon)
+	}
+}
+
+// CanonicalEndpoint checks a host:port endpoint and returns it in canonical
+// form (IP addresses normalised, IPv6 bracketed), so "[::1]:6443" and
+// "[0::1]:6443" compare equal.
+func CanonicalEndpoint(ep string) (string, error) {
+	host, port, err := net.SplitHostPort(ep)
+	if err != nil {
+		if _, _, err2 := net.SplitHostPort(ep + ":1"); err2 == nil {
+			return "", fmt.Errorf("%q has no port", ep)
+		}
+
+		return "", fmt.Errorf("%q is not host:port (IPv6 needs brackets: [::1]:6443)", ep)
+	}
+
+	if host == "" {
+		return "", fmt.Errorf("%q has no host", ep)
+	}
+
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 1 || n > 65535 {
+		return "", fmt.Errorf("%q: port %q out of range (1-65535)", ep, port)
+	}
+
+	if ip, err := netip.ParseAddr(host); err == nil {
+		host = ip.String()
+	}
+
+	return net.JoinHostPort(host, strconv.Itoa(n)), nil
+}
+
+func (v *validator) positive(key string, d time.Duration) {
+	if d <= 0 {
+		v.fail(key, -1, "%s must be positive", d)
+	}
+}
+
+func (v *validator) nonNegative(key string, d time.Duration) {
+	if d < 0 {
+		v.fail(key, -1, "%s must not be negative", d)
+	}
+}
+
+func (v *validator) oneOf(key, val string, allowed ...string) {
+	if !slices.Contains(allowed, val) {
+		v.fail(key, -1, "%q is not one of %v", val, allowed)
+	}
+}

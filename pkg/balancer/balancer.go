@@ -101,7 +101,7 @@ func New(opts Options, endpoints []Endpoint) (*Balancer, error) {
 		opts.Logger = zap.NewNop()
 	}
 
-	b := &Balancer{opts: opts, log: opts.Logger, proxyDone: make(chan struct{})}
+	b := &Balancer{opts: opts, log: opts.Logger, proxyDone: make(chan struct{}), cursor: -1}
 	b.conns.init()
 	b.ln = newRetryListener(opts.Listener, b.log)
 	b.nodes = b.reuseNodes(endpoints)
@@ -158,6 +158,15 @@ func (b *Balancer) watchProxy() {
 	b.mu.Unlock()
 
 	close(b.proxyDone)
+}
+
+// WaitFirstCheck blocks until the first health-check round has finished.
+func (b *Balancer) WaitFirstCheck(ctx context.Context) error {
+	if err := b.list.WaitForInitialHealthcheck(ctx); err != nil {
+		return fmt.Errorf("waiting for the first health check: %w", err)
+	}
+
+	return nil
 }
 
 // Done is closed when the accept loop has ended, by Shutdown or by failure;

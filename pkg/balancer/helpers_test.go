@@ -1,0 +1,227 @@
+package balancer
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/zap/zaptest"
+)
+
+// nextIP hands every test its own loopback address, so that an address with
+// no listener is refused for sure and parallel tests never meet.
+var nextIP atomic.Uint32
+
+func loopbackIP() string {
+	n := nextIP.Add(1)
+
+	return fmt.Sprintf("127.1.%d.%d", n/250, n%250+1)
+}
+
+// deadAddr is an address nothing listens on: dials are refused.
+func deadAddr() string { return loopbackIP() + ":7" }
+
+// server is a real upstream. Each connection gets "<name>\n", then every line
+// it sends is echoed back. kill() closes the listener and every connection,
+// as a crashed process would.
+type server struct {
+	name string
+	ln   net.Listener
+
+	mu    sync.Mutex
+	conns map[net.Conn]struct{}
+	wg    sync.WaitGroup
+}
+
+func startServer(t *testing.T, name string) *server {
+	t.Helper()
+
+	ln, err := net.Listen("tcp", loopbackIP()+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	s := &server{name: name, ln: ln, conns: map[net.Conn]struct{}{}}
+	s.wg.Add(1)
+
+	go s.serve()
+
+	t.Cleanup(s.kill)
+
+	return s
+}
+
+func (s *server) addr() string { return s.ln.Addr().String() }
+
+func (s *server) serve() {
+	defer s.wg.Done()
+
+	for {
+		c, err := s.ln.Accept()
+		if err != nil {
+			return
+		}
+
+		s.mu.Lock()
+		s.conns[c] = struct{}{}
+		s.mu.Unlock()
+
+		s.wg.Add(1)
+
+		go s.handle(c)
+	}
+}
+
+func (s *server) handle(c net.Conn) {
+	defer s.wg.Done()
+	defer func() {
+		s.mu.Lock()
+		delete(s.conns, c)
+		s.mu.Unlock()
+		c.Close()
+	}()
+
+	if _, err := io.WriteString(c, s.name+"\n"); err != nil {
+		return
+	}
+
+	_, _ = io.Copy(c, c)
+}
+
+func (s *server) kill() {
+	s.ln.Close()
+
+	s.mu.Lock()
+	for c := range s.conns {
+		c.Close()
+	}
+	s.mu.Unlock()
+
+	s.wg.Wait()
+}
+
+// newBalancer starts a balancer on its own loopback address. Health checks
+// run once at start and then hourly, so tests decide when state changes.
+func newBalancer(t *testing.T, addrs ...string) *Balancer {
+	t.Helper()
+
+	ln, err := net.Listen("tcp", loopbackIP()+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	eps := make([]Endpoint, len(addrs))
+	for i, a := range addrs {
+		eps[i] = Endpoint{Address: a, Sources: []string{"static"}}
+	}
+
+	b, err := New(Options{
+		Listener:       ln,
+		Logger:         zaptest.NewLogger(t),
+		HealthInterval: time.Hour,
+		HealthTimeout:  time.Second,
+		DialTimeout:    time.Second,
+	}, eps)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	if err := b.Start(); err != nil {
+		t.Fatal(err)
+	}
+
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		b.Shutdown(ctx)
+	})
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	if err := b.WaitFirstCheck(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	return b
+}
+
+// client is one proxied connection with line-level helpers. Every read has
+// a deadline so a broken proxy fails the test instead of hanging it.
+type client struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func dialProxy(b *Balancer) (*client, error) {
+	c, err := net.DialTimeout("tcp", b.Addr().String(), 5*time.Second)
+	if err != nil {
+		return nil, err
+	}
+
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+
+	return &client{Conn: c, r: bufio.NewReader(c)}, nil
+}
+
+// greeting returns the name of the upstream that took the connection.
+func (c *client) greeting() (string, error) {
+	line, err := c.r.ReadString('\n')
+	if err != nil {
+		return "", err
+	}
+
+	return line[:len(line)-1], nil
+}
+
+// roundTrip sends a line and expects it back.
+func (c *client) roundTrip(msg string) error {
+	if _, err := io.WriteString(c, msg+"\n"); err != nil {
+		return err
+	}
+
+	line, err := c.r.ReadString('\n')
+	if err != nil {
+		return err
+	}
+
+	if line != msg+"\n" {
+		return fmt.Errorf("echo: got %q, want %q", line, msg)
+	}
+
+	return nil
+}
+
+// servedBy opens a connection and returns which upstream answered.
+func servedBy(t *testing.T, b *Balancer) string {
+	t.Helper()
+
+	c, err := dialProxy(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+
+	name, err := c.greeting()
+	if err != nil {
+		t.Fatalf("no greeting through the proxy: %v", err)
+	}
+
+	return name
+}
+
+func statusOf(b *Balancer, addr string) UpstreamStatus {
+	for _, s := range b.Status() {
+		if s.Address == addr {
+			return s
+		}
+	}
+
+	return UpstreamStatus{}
+}

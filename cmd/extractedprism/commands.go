@@ -7,13 +7,16 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/signal"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/lexfrei/extractedprism/pkg/config"
 	"github.com/lexfrei/extractedprism/pkg/daemon"
 	"github.com/lexfrei/extractedprism/pkg/logging"
 	"github.com/lexfrei/extractedprism/pkg/status"
+	"github.com/lexfrei/extractedprism/pkg/systemd"
 	"github.com/lexfrei/extractedprism/pkg/version"
 )
 
@@ -27,7 +30,7 @@ func (r *runCmd) Run(e *env) error {
 		return err
 	}
 
-	log, _, err := logging.New(e.stderr, logging.Options{
+	log, level, err := logging.New(e.stderr, logging.Options{
 		Level:    l.Config.LogLevel,
 		Format:   l.Config.LogFormat,
 		Journald: os.Getenv("JOURNAL_STREAM") != "",
@@ -37,7 +40,36 @@ func (r *runCmd) Run(e *env) error {
 	}
 	defer func() { _ = log.Sync() }()
 
-	d, err := daemon.New(daemon.Options{Config: l.Config, Logger: log})
+	proxyLn, healthLn, err := systemd.Listeners()
+	if err != nil {
+		return err
+	}
+
+	watchdog, err := systemd.WatchdogInterval()
+	if err != nil {
+		return err
+	}
+
+	reloads := make(chan os.Signal, 1)
+	signal.Notify(reloads, syscall.SIGHUP)
+
+	defer signal.Stop(reloads)
+
+	d, err := daemon.New(daemon.Options{
+		Config:         l.Config,
+		Logger:         log,
+		Level:          &level,
+		Listener:       proxyLn,
+		HealthListener: healthLn,
+		Notifier:       systemd.NewNotifier(log),
+		Watchdog:       watchdog,
+		Reload: func() (config.Config, error) {
+			l, err := load(r.Flags)
+
+			return l.Config, err
+		},
+		Reloads: reloads,
+	})
 	if err != nil {
 		return fmt.Errorf("starting: %w", err)
 	}

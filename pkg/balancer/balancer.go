@@ -17,6 +17,7 @@ import (
 	"net"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/siderolabs/go-loadbalancer/upstream"
@@ -46,7 +47,11 @@ type Options struct {
 	// example inherited from systemd) and closed on Shutdown.
 	Listener net.Listener
 	Logger   *zap.Logger
+	Settings
+}
 
+// Settings are the tunables that can change while running (see Apply).
+type Settings struct {
 	HealthInterval  time.Duration
 	HealthTimeout   time.Duration
 	DialTimeout     time.Duration
@@ -68,11 +73,14 @@ const (
 
 // Balancer proxies connections from a listener to upstreams.
 type Balancer struct {
-	opts  Options
-	log   *zap.Logger
-	list  *upstream.List[*node]
-	proxy tcpproxy.Proxy
-	ln    *retryListener
+	log      *zap.Logger
+	settings atomic.Pointer[Settings]
+	proxy    tcpproxy.Proxy
+	ln       *retryListener
+
+	// listMu serialises replacing the list with reconciling it.
+	listMu sync.Mutex
+	list   *upstream.List[*node]
 
 	mu        sync.Mutex
 	nodes     []*node
@@ -101,7 +109,8 @@ func New(opts Options, endpoints []Endpoint) (*Balancer, error) {
 		opts.Logger = zap.NewNop()
 	}
 
-	b := &Balancer{opts: opts, log: opts.Logger, proxyDone: make(chan struct{}), cursor: -1}
+	b := &Balancer{log: opts.Logger, proxyDone: make(chan struct{}), cursor: -1}
+	b.settings.Store(&opts.Settings)
 	b.conns.init()
 	b.ln = newRetryListener(opts.Listener, b.log)
 	b.nodes = b.reuseNodes(endpoints)
@@ -114,20 +123,14 @@ func (b *Balancer) Start() error {
 	b.mu.Lock()
 	b.started = time.Now()
 	b.lastRound = b.started
-	nodes := slices.Clone(b.nodes)
 	b.mu.Unlock()
 
-	list, err := upstream.NewList(slices.Values(nodes),
-		upstream.WithLowHighScores(lowScore, highScore),
-		upstream.WithScoreDeltas(failDelta, successDelta),
-		upstream.WithInitialScore(initialScore),
-		upstream.WithHealthcheckInterval(b.opts.HealthInterval),
-		upstream.WithHealthcheckTimeout(b.opts.HealthTimeout),
-		upstream.WithHealthCheckJitter(healthJitter),
-		upstream.WithTiers(0, maxTier, 0),
-	)
+	b.listMu.Lock()
+	defer b.listMu.Unlock()
+
+	list, err := b.newList(*b.settings.Load())
 	if err != nil {
-		return fmt.Errorf("creating upstream list: %w", err)
+		return err
 	}
 
 	b.list = list
@@ -137,7 +140,7 @@ func (b *Balancer) Start() error {
 	b.proxy.AddRoute(addr, b)
 
 	if err := b.proxy.Start(); err != nil {
-		list.Shutdown()
+		b.list.Shutdown()
 
 		return fmt.Errorf("starting proxy on %s: %w", addr, err)
 	}
@@ -162,7 +165,11 @@ func (b *Balancer) watchProxy() {
 
 // WaitFirstCheck blocks until the first health-check round has finished.
 func (b *Balancer) WaitFirstCheck(ctx context.Context) error {
-	if err := b.list.WaitForInitialHealthcheck(ctx); err != nil {
+	b.listMu.Lock()
+	list := b.list
+	b.listMu.Unlock()
+
+	if err := list.WaitForInitialHealthcheck(ctx); err != nil {
 		return fmt.Errorf("waiting for the first health check: %w", err)
 	}
 
@@ -195,9 +202,64 @@ func (b *Balancer) Shutdown(ctx context.Context) int {
 	_ = b.ln.Close()
 	<-b.proxyDone
 
+	b.listMu.Lock()
 	if b.list != nil {
 		b.list.Shutdown()
 	}
+	b.listMu.Unlock()
 
 	return b.conns.drain(ctx)
+}
+
+// newList starts an upstream.List over the current upstreams. The list runs
+// the health-check schedule; its own copy of the scores is not read (it has
+// no accessor): the node scores kept here are the ones that count.
+func (b *Balancer) newList(s Settings) (*upstream.List[*node], error) {
+	b.mu.Lock()
+	nodes := slices.Clone(b.nodes)
+	b.mu.Unlock()
+
+	list, err := upstream.NewList(slices.Values(nodes),
+		upstream.WithLowHighScores(lowScore, highScore),
+		upstream.WithScoreDeltas(failDelta, successDelta),
+		upstream.WithInitialScore(initialScore),
+		upstream.WithHealthcheckInterval(s.HealthInterval),
+		upstream.WithHealthcheckTimeout(s.HealthTimeout),
+		upstream.WithHealthCheckJitter(healthJitter),
+		upstream.WithTiers(0, maxTier, 0),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("creating upstream list: %w", err)
+	}
+
+	return list, nil
+}
+
+// Apply changes the settings of a running balancer. Dial and socket
+// settings apply to the next connection; a new health interval or timeout
+// restarts the health-check schedule, keeping every upstream's state.
+func (b *Balancer) Apply(s Settings) error {
+	old := b.settings.Swap(&s)
+	if old.HealthInterval == s.HealthInterval && old.HealthTimeout == s.HealthTimeout {
+		return nil
+	}
+
+	b.listMu.Lock()
+	defer b.listMu.Unlock()
+
+	if b.list == nil { // not started
+		return nil
+	}
+
+	list, err := b.newList(s)
+	if err != nil {
+		b.settings.Store(old)
+
+		return err
+	}
+
+	b.list.Shutdown()
+	b.list = list
+
+	return nil
 }

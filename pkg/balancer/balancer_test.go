@@ -259,7 +259,7 @@ func TestHealthChecksTakeDownAndBringBack(t *testing.T) {
 
 	b, err := New(Options{
 		Listener: bl, Logger: zaptest.NewLogger(t),
-		HealthInterval: 20 * time.Millisecond, HealthTimeout: 10 * time.Millisecond, DialTimeout: time.Second,
+		Settings: Settings{HealthInterval: 20 * time.Millisecond, HealthTimeout: 10 * time.Millisecond, DialTimeout: time.Second},
 	}, []Endpoint{{Address: addr}})
 	if err != nil {
 		t.Fatal(err)
@@ -369,7 +369,7 @@ func newBalancerOn(t *testing.T, ln net.Listener, addr string) *Balancer {
 
 	b, err := New(Options{
 		Listener: ln, Logger: zaptest.NewLogger(t),
-		HealthInterval: time.Hour, HealthTimeout: time.Second, DialTimeout: time.Second,
+		Settings: Settings{HealthInterval: time.Hour, HealthTimeout: time.Second, DialTimeout: time.Second},
 	}, []Endpoint{{Address: addr}})
 	if err != nil {
 		t.Fatal(err)

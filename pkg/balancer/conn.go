@@ -72,7 +72,7 @@ func (b *Balancer) connect(client net.Conn) (net.Conn, *node, error) {
 }
 
 func (b *Balancer) dial(addr string) (net.Conn, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), b.opts.DialTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), b.settings.Load().DialTimeout)
 	defer cancel()
 
 	d := net.Dialer{KeepAlive: -1} // set by tune, the same way on both sides
@@ -88,12 +88,14 @@ func (b *Balancer) tune(c net.Conn) {
 		return
 	}
 
-	if b.opts.KeepAlivePeriod > 0 {
-		_ = tc.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true, Idle: b.opts.KeepAlivePeriod, Interval: b.opts.KeepAlivePeriod})
+	s := b.settings.Load()
+
+	if s.KeepAlivePeriod > 0 {
+		_ = tc.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true, Idle: s.KeepAlivePeriod, Interval: s.KeepAlivePeriod})
 	}
 
-	if b.opts.TCPUserTimeout > 0 {
-		_ = tcpproxy.SetTCPUserTimeout(tc, b.opts.TCPUserTimeout)
+	if s.TCPUserTimeout > 0 {
+		_ = tcpproxy.SetTCPUserTimeout(tc, s.TCPUserTimeout)
 	}
 }
 

@@ -122,11 +122,9 @@ func newBalancer(t *testing.T, addrs ...string) *Balancer {
 	}
 
 	b, err := New(Options{
-		Listener:       ln,
-		Logger:         zaptest.NewLogger(t),
-		HealthInterval: time.Hour,
-		HealthTimeout:  time.Second,
-		DialTimeout:    time.Second,
+		Listener: ln,
+		Logger:   zaptest.NewLogger(t),
+		Settings: Settings{HealthInterval: time.Hour, HealthTimeout: time.Second, DialTimeout: time.Second},
 	}, eps)
 	if err != nil {
 		t.Fatal(err)

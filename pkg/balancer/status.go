@@ -78,7 +78,8 @@ func (b *Balancer) Alive() error {
 	b.mu.Unlock()
 
 	// A round is due every interval (±jitter) and lasts at most a timeout.
-	limit := 3*b.opts.HealthInterval + b.opts.HealthTimeout
+	s := b.settings.Load()
+	limit := 3*s.HealthInterval + s.HealthTimeout
 	if age := time.Since(last); age > limit {
 		return fmt.Errorf("health checks: no round for %s: %w", age.Round(time.Millisecond), ErrStalled)
 	}

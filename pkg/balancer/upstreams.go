@@ -12,9 +12,7 @@ import (
 )
 
 // node is one upstream: the upstream.Backend that upstream.List checks, and
-// our own view of its health. upstream.List keeps scores private, so the
-// score is mirrored here with the same arithmetic; only upstream.List's own
-// health loop changes it, in the same order, so the two cannot diverge.
+// our own view of its health, which selection and status read.
 type node struct {
 	addr string
 	b    *Balancer
@@ -100,7 +98,7 @@ func (b *Balancer) probeFor(n *node) *probe {
 func (b *Balancer) runProbe(addr string, p *probe) {
 	defer close(p.done)
 
-	ctx, cancel := context.WithTimeout(context.Background(), b.opts.HealthTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), b.settings.Load().HealthTimeout)
 	defer cancel()
 
 	start := time.Now()
@@ -251,11 +249,21 @@ func (b *Balancer) SetUpstreams(endpoints []Endpoint) error {
 		}
 	}
 
+	b.listMu.Lock()
+	defer b.listMu.Unlock()
+
 	if b.list != nil {
-		b.list.Reconcile(slices.Values(nodes))
+		b.list.Reconcile(slices.Values(b.currentNodes()))
 	}
 
 	return nil
+}
+
+func (b *Balancer) currentNodes() []*node {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+
+	return slices.Clone(b.nodes)
 }
 
 // reuseNodes maps endpoints to nodes, keeping the existing node of an

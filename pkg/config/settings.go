@@ -149,3 +149,8 @@ func splitList(text string) []string {
 
 	return out
 }
+
+// Copy sets the setting in dst to its value in src.
+func (s Setting) Copy(dst, src *Config) {
+	s.value(dst).Set(s.value(src))
+}

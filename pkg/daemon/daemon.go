@@ -1,6 +1,7 @@
 // Package daemon wires extractedprism's parts together: it binds (or is
-// handed) the listeners, runs the balancer and the health server, and shuts
-// them down in order.
+// handed) the listeners, runs the balancer and the health server, keeps the
+// service manager informed, applies reloads, and shuts everything down in
+// order.
 package daemon
 
 import (
@@ -8,7 +9,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"strconv"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -17,56 +20,79 @@ import (
 	"github.com/lexfrei/extractedprism/pkg/config"
 	"github.com/lexfrei/extractedprism/pkg/health"
 	"github.com/lexfrei/extractedprism/pkg/status"
+	"github.com/lexfrei/extractedprism/pkg/systemd"
 	"github.com/lexfrei/extractedprism/pkg/version"
 )
+
+// Notifier passes state to the service manager (sd_notify).
+type Notifier interface{ Notify(state string) }
+
+type nopNotifier struct{}
+
+func (nopNotifier) Notify(string) {}
 
 // Options are what a Daemon is built from.
 type Options struct {
 	Config config.Config
 	Logger *zap.Logger
+	// Level is the logger's level, changed live by a reload; may be nil.
+	Level *zap.AtomicLevel
+
 	// Listener and HealthListener, when set, are served instead of binding
 	// the configured addresses (socket activation, tests).
 	Listener       net.Listener
 	HealthListener net.Listener
+
+	// Notifier receives READY/STATUS/RELOADING/STOPPING/WATCHDOG; may be nil.
+	Notifier Notifier
+	// Watchdog is the service manager's watchdog timeout; 0 for none.
+	Watchdog time.Duration
+
+	// Reload re-reads the configuration; each value on Reloads asks for it.
+	Reload  func() (config.Config, error)
+	Reloads <-chan os.Signal
 }
 
 // Daemon is a running extractedprism.
 type Daemon struct {
-	cfg     config.Config
+	opts    Options
 	log     *zap.Logger
+	notify  Notifier
 	lb      *balancer.Balancer
 	hs      *health.Server
 	started time.Time
+
+	mu        sync.Mutex
+	cfg       config.Config
+	reloadErr error
 }
 
 // New binds what is not handed in and builds the parts. Nothing is served
 // until Run.
 func New(opts Options) (*Daemon, error) {
 	cfg := opts.Config
-	log := opts.Logger
+	d := &Daemon{opts: opts, cfg: cfg, log: opts.Logger, notify: opts.Notifier}
 
-	ln, err := listenUnlessGiven(opts.Listener, cfg.BindAddress, cfg.BindPort)
-	if err != nil {
-		return nil, fmt.Errorf("proxy listener: %w", err)
+	if d.notify == nil {
+		d.notify = nopNotifier{}
 	}
 
-	hln, err := listenUnlessGiven(opts.HealthListener, cfg.HealthAddress, cfg.HealthPort)
+	ln, err := d.listener(opts.Listener, "proxy", cfg.BindAddress, cfg.BindPort)
+	if err != nil {
+		return nil, err
+	}
+
+	hln, err := d.listener(opts.HealthListener, "health", cfg.HealthAddress, cfg.HealthPort)
 	if err != nil {
 		_ = ln.Close()
 
-		return nil, fmt.Errorf("health listener: %w", err)
+		return nil, err
 	}
 
-	d := &Daemon{cfg: cfg, log: log}
-
 	d.lb, err = balancer.New(balancer.Options{
-		Listener:        ln,
-		Logger:          log.Named("balancer"),
-		HealthInterval:  cfg.HealthInterval,
-		HealthTimeout:   cfg.HealthTimeout,
-		DialTimeout:     cfg.DialTimeout,
-		KeepAlivePeriod: cfg.KeepAlivePeriod,
-		TCPUserTimeout:  cfg.TCPUserTimeout,
+		Listener: ln,
+		Logger:   d.log.Named("balancer"),
+		Settings: balancerSettings(cfg),
 	}, staticEndpoints(cfg.Endpoints))
 	if err != nil {
 		_ = ln.Close()
@@ -79,22 +105,41 @@ func New(opts Options) (*Daemon, error) {
 		Alive:  d.lb.Alive,
 		Ready:  d.ready,
 		Status: func() any { return d.Status() },
-	}, log)
+	}, d.log)
 
 	return d, nil
 }
 
-func listenUnlessGiven(ln net.Listener, addr string, port int) (net.Listener, error) {
+// listener returns ln if handed in, logging when its address is not the
+// configured one (the socket unit wins), or binds addr:port.
+func (d *Daemon) listener(ln net.Listener, what, addr string, port int) (net.Listener, error) {
+	want := net.JoinHostPort(addr, strconv.Itoa(port))
+
 	if ln != nil {
+		if got := ln.Addr().String(); got != want {
+			d.log.Warn("using the inherited "+what+" socket, whose address differs from the configuration; the socket unit wins",
+				zap.String("socket", got), zap.String("configured", want))
+		}
+
 		return ln, nil
 	}
 
-	l, err := net.Listen("tcp", net.JoinHostPort(addr, strconv.Itoa(port)))
+	l, err := net.Listen("tcp", want)
 	if err != nil {
-		return nil, fmt.Errorf("listening: %w", err)
+		return nil, fmt.Errorf("%s listener: %w", what, err)
 	}
 
 	return l, nil
+}
+
+func balancerSettings(c config.Config) balancer.Settings {
+	return balancer.Settings{
+		HealthInterval:  c.HealthInterval,
+		HealthTimeout:   c.HealthTimeout,
+		DialTimeout:     c.DialTimeout,
+		KeepAlivePeriod: c.KeepAlivePeriod,
+		TCPUserTimeout:  c.TCPUserTimeout,
+	}
 }
 
 // staticEndpoints turns validated configuration endpoints into upstreams.
@@ -118,6 +163,9 @@ func (d *Daemon) ProxyAddr() net.Addr { return d.lb.Addr() }
 // HealthAddr is where the health server listens.
 func (d *Daemon) HealthAddr() net.Addr { return d.hs.Addr() }
 
+// statusEvery is how often STATUS= is refreshed when it changed.
+const statusEvery = time.Second
+
 // Run serves until ctx ends (a clean shutdown, nil) or a listener fails
 // (an error wrapping balancer.ErrListenerFailed).
 func (d *Daemon) Run(ctx context.Context) error {
@@ -131,20 +179,47 @@ func (d *Daemon) Run(ctx context.Context) error {
 
 	go func() { hsErr <- d.hs.Serve() }()
 
+	// Ready as soon as the listener is served, never gated on upstream
+	// health: on a control-plane node the API server is a static pod that
+	// kubelet, ordered after us, has yet to start.
+	summary := d.summary()
+	d.notify.Notify("READY=1\nSTATUS=" + summary)
 	d.log.Info("serving",
 		zap.Stringer("listen", d.lb.Addr()), zap.Stringer("health", d.hs.Addr()),
-		zap.Strings("endpoints", d.cfg.Endpoints), zap.String("version", version.Get().Version))
+		zap.Strings("endpoints", d.config().Endpoints), zap.String("version", version.Get().Version))
+
+	wdCtx, stopWatchdog := context.WithCancel(context.Background())
+	defer stopWatchdog()
+
+	go systemd.Watchdog(wdCtx, d.notify, d.opts.Watchdog, d.lb.Alive, d.log)
+
+	tick := time.NewTicker(statusEvery)
+	defer tick.Stop()
 
 	var runErr error
 
-	select {
-	case <-ctx.Done():
-	case <-d.lb.Done():
-		runErr = d.lb.Err()
-	case err := <-hsErr:
-		runErr = err
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			break loop
+		case <-d.lb.Done():
+			runErr = d.lb.Err()
+
+			break loop
+		case runErr = <-hsErr:
+			break loop
+		case <-d.opts.Reloads:
+			d.reload()
+		case <-tick.C:
+			if s := d.summary(); s != summary {
+				summary = s
+				d.notify.Notify("STATUS=" + s)
+			}
+		}
 	}
 
+	stopWatchdog()
 	d.shutdown()
 
 	return runErr
@@ -154,10 +229,13 @@ func (d *Daemon) Run(ctx context.Context) error {
 // drain_timeout, closes what is left, then stops the health server.
 func (d *Daemon) shutdown() {
 	active := d.lb.Active()
-	d.log.Info("shutting down: no new connections; draining",
-		zap.Int("active_connections", active), zap.Duration("drain_timeout", d.cfg.DrainTimeout))
+	drain := d.config().DrainTimeout
 
-	ctx, cancel := context.WithTimeout(context.Background(), d.cfg.DrainTimeout)
+	d.notify.Notify(fmt.Sprintf("STOPPING=1\nSTATUS=stopping: draining %d connections for up to %s", active, drain))
+	d.log.Info("shutting down: no new connections; draining",
+		zap.Int("active_connections", active), zap.Duration("drain_timeout", drain))
+
+	ctx, cancel := context.WithTimeout(context.Background(), drain)
 	cut := d.lb.Shutdown(ctx)
 
 	cancel()
@@ -170,6 +248,13 @@ func (d *Daemon) shutdown() {
 	hcancel()
 
 	d.log.Info("stopped", zap.Int("drained", active-cut), zap.Int("closed", cut))
+}
+
+func (d *Daemon) config() config.Config {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+
+	return d.cfg
 }
 
 // ErrNotReady is /readyz's answer when no upstream is usable.
@@ -195,8 +280,22 @@ func (d *Daemon) Status() status.Document {
 	}
 }
 
+// summary is the one-line state for STATUS=.
+func (d *Daemon) summary() string {
+	s := d.Status().Summary()
+
+	d.mu.Lock()
+	defer d.mu.Unlock()
+
+	if d.reloadErr != nil {
+		s += "; last reload rejected, running the previous configuration"
+	}
+
+	return s
+}
+
 func (d *Daemon) discoveryState() string {
-	if !d.cfg.EnableDiscovery {
+	if !d.config().EnableDiscovery {
 		return "off"
 	}
 

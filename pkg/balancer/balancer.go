@@ -57,6 +57,9 @@ type Settings struct {
 	DialTimeout     time.Duration
 	KeepAlivePeriod time.Duration // 0 disables keepalive
 	TCPUserTimeout  time.Duration // 0 leaves the kernel default
+	// DrainTimeout is how long connections to an upstream that left the
+	// set may go on before they are closed.
+	DrainTimeout time.Duration
 }
 
 // Score bounds and steps. One failed check takes a healthy upstream out

@@ -335,7 +335,8 @@ func TestReconcile(t *testing.T) {
 		}
 	}
 
-	// A removed upstream's established connection keeps working.
+	// A removed upstream's established connection keeps working for the
+	// drain timeout (an hour here)...
 	if err := onA.roundTrip("still here"); err != nil {
 		t.Fatalf("connection to the removed upstream: %v", err)
 	}
@@ -369,7 +370,7 @@ func newBalancerOn(t *testing.T, ln net.Listener, addr string) *Balancer {
 
 	b, err := New(Options{
 		Listener: ln, Logger: zaptest.NewLogger(t),
-		Settings: Settings{HealthInterval: time.Hour, HealthTimeout: time.Second, DialTimeout: time.Second},
+		Settings: Settings{HealthInterval: time.Hour, HealthTimeout: time.Second, DialTimeout: time.Second, DrainTimeout: time.Hour},
 	}, []Endpoint{{Address: addr}})
 	if err != nil {
 		t.Fatal(err)
@@ -513,4 +514,38 @@ func TestShutdownDrainsThenCuts(t *testing.T) {
 			t.Fatal("the idle connection is still open after the drain timeout")
 		}
 	})
+}
+
+func TestRemovedUpstreamIsDrainedThenClosed(t *testing.T) {
+	t.Parallel()
+
+	a, bs := startServer(t, "a"), startServer(t, "b")
+	b := newBalancer(t, a.addr(), bs.addr())
+
+	if err := b.Apply(Settings{HealthInterval: time.Hour, HealthTimeout: time.Second, DialTimeout: time.Second, DrainTimeout: 0}); err != nil {
+		t.Fatal(err)
+	}
+
+	onA, err := dialProxy(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer onA.Close()
+
+	if name, _ := onA.greeting(); name != "a" {
+		t.Fatalf("served by %q, want a", name)
+	}
+
+	if err := b.SetUpstreams([]Endpoint{{Address: bs.addr()}}); err != nil {
+		t.Fatal(err)
+	}
+
+	// ...then it is closed, so the client reconnects to a listed upstream.
+	if _, err := onA.r.ReadByte(); err == nil {
+		t.Fatal("connection to the removed upstream still open after the drain timeout")
+	}
+
+	if got := servedBy(t, b); got != "b" {
+		t.Fatalf("reconnected to %q, want b", got)
+	}
 }

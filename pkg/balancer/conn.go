@@ -36,7 +36,7 @@ func (b *Balancer) HandleConn(client net.Conn) {
 	n.total.Add(1)
 	defer n.active.Add(-1)
 
-	b.conns.attach(client, up)
+	b.conns.attach(client, up, n)
 	b.tune(client)
 	b.tune(up)
 
@@ -133,16 +133,22 @@ func copyHalf(dst, src net.Conn) error {
 	return nil
 }
 
-// connSet tracks in-flight client connections for drain on shutdown.
+// connSet tracks in-flight client connections, to drain them on shutdown
+// and when their upstream leaves the set.
 type connSet struct {
 	mu      sync.Mutex
-	conns   map[net.Conn]net.Conn // client -> upstream (nil while dialing)
+	conns   map[net.Conn]tracked // by client
 	closing bool
 	empty   chan struct{} // closed when the set empties while closing
 }
 
+type tracked struct {
+	up   net.Conn // nil while dialing
+	node *node
+}
+
 func (s *connSet) init() {
-	s.conns = map[net.Conn]net.Conn{}
+	s.conns = map[net.Conn]tracked{}
 	s.empty = make(chan struct{})
 }
 
@@ -154,16 +160,34 @@ func (s *connSet) add(c net.Conn) bool {
 		return false
 	}
 
-	s.conns[c] = nil
+	s.conns[c] = tracked{}
 
 	return true
 }
 
-func (s *connSet) attach(client, up net.Conn) {
+func (s *connSet) attach(client, up net.Conn, n *node) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 
-	s.conns[client] = up
+	s.conns[client] = tracked{up: up, node: n}
+}
+
+// closeNode closes the connections to n and returns how many there were.
+func (s *connSet) closeNode(n *node) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+
+	cut := 0
+
+	for client, t := range s.conns {
+		if t.node == n {
+			_ = client.Close()
+			_ = t.up.Close()
+			cut++
+		}
+	}
+
+	return cut
 }
 
 func (s *connSet) remove(c net.Conn) {
@@ -199,10 +223,10 @@ func (s *connSet) drain(ctx context.Context) int {
 	s.mu.Lock()
 	cut := len(s.conns)
 
-	for client, up := range s.conns {
+	for client, t := range s.conns {
 		_ = client.Close()
-		if up != nil {
-			_ = up.Close()
+		if t.up != nil {
+			_ = t.up.Close()
 		}
 	}
 	s.mu.Unlock()

@@ -124,7 +124,7 @@ func newBalancer(t *testing.T, addrs ...string) *Balancer {
 	b, err := New(Options{
 		Listener: ln,
 		Logger:   zaptest.NewLogger(t),
-		Settings: Settings{HealthInterval: time.Hour, HealthTimeout: time.Second, DialTimeout: time.Second},
+		Settings: Settings{HealthInterval: time.Hour, HealthTimeout: time.Second, DialTimeout: time.Second, DrainTimeout: time.Hour},
 	}, eps)
 	if err != nil {
 		t.Fatal(err)

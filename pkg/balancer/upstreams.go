@@ -245,7 +245,7 @@ func (b *Balancer) SetUpstreams(endpoints []Endpoint) error {
 
 	for _, n := range old {
 		if !slices.Contains(nodes, n) {
-			b.log.Info("upstream removed", zap.String("upstream", n.addr), zap.Int64("active_connections", n.active.Load()))
+			b.retire(n)
 		}
 	}
 
@@ -257,6 +257,20 @@ func (b *Balancer) SetUpstreams(endpoints []Endpoint) error {
 	}
 
 	return nil
+}
+
+// retire lets the connections of a removed upstream finish for the drain
+// timeout, then closes the rest so clients reconnect to a listed one.
+func (b *Balancer) retire(n *node) {
+	drain := b.settings.Load().DrainTimeout
+	b.log.Info("upstream removed; draining its connections",
+		zap.String("upstream", n.addr), zap.Int64("active_connections", n.active.Load()), zap.Duration("drain_timeout", drain))
+
+	time.AfterFunc(drain, func() {
+		if cut := b.conns.closeNode(n); cut > 0 {
+			b.log.Info("closed connections to a removed upstream", zap.String("upstream", n.addr), zap.Int("closed", cut))
+		}
+	})
 }
 
 func (b *Balancer) currentNodes() []*node {

@@ -23,6 +23,10 @@ type Config struct {
 	TCPUserTimeout  time.Duration
 	DrainTimeout    time.Duration
 	EnableDiscovery bool
+	Kubeconfig      string
+	TLSServerName   string
+	StateDirectory  string
+	CacheTTL        time.Duration
 	LogLevel        string
 	LogFormat       string
 }
@@ -42,6 +46,9 @@ func Default() Config {
 		TCPUserTimeout:  30 * time.Second,
 		DrainTimeout:    5 * time.Second,
 		EnableDiscovery: true,
+		TLSServerName:   "kubernetes.default.svc",
+		StateDirectory:  "/var/lib/extractedprism",
+		CacheTTL:        7 * 24 * time.Hour,
 		LogLevel:        "info",
 		LogFormat:       "console",
 	}

@@ -93,6 +93,10 @@ keep_alive_period = "0s"
 tcp_user_timeout = "1m"
 drain_timeout = "9s"
 enable_discovery = false
+kubeconfig = "/etc/k.conf"
+tls_server_name = "kubernetes"
+state_directory = ""
+cache_ttl = "1h"
 log_level = "debug"
 log_format = "json"
 `)
@@ -102,7 +106,8 @@ log_format = "json"
 		Endpoints:      []string{"a.example:6443", "[fd00::1]:6443"},
 		HealthInterval: 7 * time.Second, HealthTimeout: time.Second, DialTimeout: 500 * time.Millisecond,
 		KeepAlivePeriod: 0, TCPUserTimeout: time.Minute, DrainTimeout: 9 * time.Second,
-		EnableDiscovery: false, LogLevel: "debug", LogFormat: "json",
+		EnableDiscovery: false, Kubeconfig: "/etc/k.conf", TLSServerName: "kubernetes", StateDirectory: "", CacheTTL: time.Hour,
+		LogLevel: "debug", LogFormat: "json",
 	}
 
 	l, err := Load(Input{Flags: Flags{ConfigFile: &file}, LookupEnv: envOf(nil)})
@@ -120,6 +125,7 @@ log_format = "json"
 		"EP_ENDPOINTS": "a.example:6443, [fd00::1]:6443", "EP_HEALTH_INTERVAL": "7s", "EP_HEALTH_TIMEOUT": "1s",
 		"EP_DIAL_TIMEOUT": "500ms", "EP_KEEP_ALIVE_PERIOD": "0s", "EP_TCP_USER_TIMEOUT": "1m",
 		"EP_DRAIN_TIMEOUT": "9s", "EP_ENABLE_DISCOVERY": "false", "EP_LOG_LEVEL": "debug", "EP_LOG_FORMAT": "json",
+		"EP_KUBECONFIG": "/etc/k.conf", "EP_TLS_SERVER_NAME": "kubernetes", "EP_STATE_DIRECTORY": "", "EP_CACHE_TTL": "1h",
 		"EP_CONFIG": writeConfig(t, ""),
 	}
 

@@ -22,8 +22,12 @@ type Flags struct {
 	DialTimeout     *time.Duration `name:"dial-timeout" placeholder:"DURATION" group:"Upstreams" help:"Timeout of one dial to an upstream before the next upstream is tried."`
 	KeepAlivePeriod *time.Duration `name:"keep-alive-period" placeholder:"DURATION" group:"Upstreams" help:"TCP keepalive period on both sides of a proxied connection."`
 	TCPUserTimeout  *time.Duration `name:"tcp-user-timeout" placeholder:"DURATION" group:"Upstreams" help:"TCP_USER_TIMEOUT on both sides: how long unacknowledged data may wait before the connection is dropped."`
-	DrainTimeout    *time.Duration `name:"drain-timeout" placeholder:"DURATION" group:"Upstreams" help:"How long in-flight connections may finish on shutdown before they are closed."`
+	DrainTimeout    *time.Duration `name:"drain-timeout" placeholder:"DURATION" group:"Upstreams" help:"How long in-flight connections may finish, on shutdown or after their upstream left the set, before they are closed."`
 	EnableDiscovery *bool          `name:"enable-discovery" negatable:"" group:"Discovery" help:"Watch the kubernetes EndpointSlice for API servers beyond the static endpoints."`
+	Kubeconfig      *string        `name:"kubeconfig" placeholder:"PATH" group:"Discovery" help:"kubeconfig with the credentials for discovery (host mode). Empty: $$CREDENTIALS_DIRECTORY/kubeconfig (systemd LoadCredential=), else the in-cluster service account, else discovery stays off. Its server is not used: discovery connects through the proxy itself."`
+	TLSServerName   *string        `name:"tls-server-name" placeholder:"NAME" group:"Discovery" help:"Name the API server certificate is checked against when discovery connects through the proxy."`
+	StateDirectory  *string        `name:"state-directory" placeholder:"DIR" group:"Discovery" help:"Where the last discovered upstream set is kept across restarts; empty disables the cache."`
+	CacheTTL        *time.Duration `name:"cache-ttl" placeholder:"DURATION" group:"Discovery" help:"Cached upstreams not confirmed by discovery for this long are dropped."`
 	LogLevel        *string        `name:"log-level" placeholder:"LEVEL" group:"Logging" help:"Log level: debug, info, warn or error."`
 	LogFormat       *string        `name:"log-format" placeholder:"FORMAT" group:"Logging" help:"Log format: console or json."`
 }

@@ -32,6 +32,11 @@ func validate(c Config, sources map[string]Source, broken map[string]bool) []err
 	v.nonNegative("keep_alive_period", c.KeepAlivePeriod)
 	v.nonNegative("tcp_user_timeout", c.TCPUserTimeout)
 	v.nonNegative("drain_timeout", c.DrainTimeout)
+	v.positive("cache_ttl", c.CacheTTL)
+
+	if c.TLSServerName == "" {
+		v.fail("tls_server_name", -1, "must not be empty (the API server certificate's name, e.g. kubernetes.default.svc)")
+	}
 
 	if c.HealthTimeout > 0 && c.HealthTimeout >= c.HealthInterval {
 		v.fail("health_timeout", -1, "%s must be less than health_interval (%s, from %s)",

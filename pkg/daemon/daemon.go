@@ -18,6 +18,7 @@ import (
 
 	"github.com/lexfrei/extractedprism/pkg/balancer"
 	"github.com/lexfrei/extractedprism/pkg/config"
+	"github.com/lexfrei/extractedprism/pkg/discovery"
 	"github.com/lexfrei/extractedprism/pkg/health"
 	"github.com/lexfrei/extractedprism/pkg/status"
 	"github.com/lexfrei/extractedprism/pkg/systemd"
@@ -62,9 +63,13 @@ type Daemon struct {
 	hs      *health.Server
 	started time.Time
 
-	mu        sync.Mutex
-	cfg       config.Config
-	reloadErr error
+	watcher *discovery.Watcher // nil when discovery is off
+
+	mu           sync.Mutex
+	cfg          config.Config
+	reloadErr    error
+	set          upstreamSet
+	discoveryOff string // why discovery is off, if it is
 }
 
 // New binds what is not handed in and builds the parts. Nothing is served
@@ -72,6 +77,8 @@ type Daemon struct {
 func New(opts Options) (*Daemon, error) {
 	cfg := opts.Config
 	d := &Daemon{opts: opts, cfg: cfg, log: opts.Logger, notify: opts.Notifier}
+	d.set.static = canonical(cfg.Endpoints)
+	d.loadCache()
 
 	if d.notify == nil {
 		d.notify = nopNotifier{}
@@ -93,7 +100,7 @@ func New(opts Options) (*Daemon, error) {
 		Listener: ln,
 		Logger:   d.log.Named("balancer"),
 		Settings: balancerSettings(cfg),
-	}, staticEndpoints(cfg.Endpoints))
+	}, d.set.endpoints())
 	if err != nil {
 		_ = ln.Close()
 		_ = hln.Close()
@@ -139,22 +146,8 @@ func balancerSettings(c config.Config) balancer.Settings {
 		DialTimeout:     c.DialTimeout,
 		KeepAlivePeriod: c.KeepAlivePeriod,
 		TCPUserTimeout:  c.TCPUserTimeout,
+		DrainTimeout:    c.DrainTimeout,
 	}
-}
-
-// staticEndpoints turns validated configuration endpoints into upstreams.
-func staticEndpoints(eps []string) []balancer.Endpoint {
-	out := make([]balancer.Endpoint, 0, len(eps))
-
-	for _, ep := range eps {
-		if canon, err := config.CanonicalEndpoint(ep); err == nil {
-			ep = canon
-		}
-
-		out = append(out, balancer.Endpoint{Address: ep, Sources: []string{"static"}})
-	}
-
-	return out
 }
 
 // ProxyAddr is where clients connect.
@@ -193,8 +186,16 @@ func (d *Daemon) Run(ctx context.Context) error {
 
 	go systemd.Watchdog(wdCtx, d.notify, d.opts.Watchdog, d.lb.Alive, d.log)
 
+	discoveryCtx, stopDiscovery := context.WithCancel(context.Background())
+	defer stopDiscovery()
+
+	d.startDiscovery(discoveryCtx)
+
 	tick := time.NewTicker(statusEvery)
 	defer tick.Stop()
+
+	refresh := time.NewTicker(cacheRefresh)
+	defer refresh.Stop()
 
 	var runErr error
 
@@ -216,9 +217,12 @@ loop:
 				summary = s
 				d.notify.Notify("STATUS=" + s)
 			}
+		case <-refresh.C:
+			d.refreshCache()
 		}
 	}
 
+	stopDiscovery()
 	stopWatchdog()
 	d.shutdown()
 
@@ -294,10 +298,3 @@ func (d *Daemon) summary() string {
 	return s
 }
 
-func (d *Daemon) discoveryState() string {
-	if !d.config().EnableDiscovery {
-		return "off"
-	}
-
-	return "not available in this build (static endpoints only)"
-}

@@ -28,6 +28,7 @@ func start(t *testing.T, healthAddr string, endpoints ...string) (*Daemon, strin
 	cfg.BindPort = 0
 	cfg.HealthInterval = 50 * time.Millisecond
 	cfg.HealthTimeout = 40 * time.Millisecond
+	cfg.StateDirectory = t.TempDir()
 
 	d, err := New(Options{Config: cfg, Logger: zaptest.NewLogger(t)})
 	if err != nil {

@@ -13,7 +13,8 @@ import (
 // and the shape of its logger.
 var restartOnly = map[string]bool{
 	"bind_address": true, "bind_port": true, "health_address": true, "health_port": true,
-	"log_format": true, "enable_discovery": true,
+	"log_format": true, "enable_discovery": true, "kubeconfig": true, "tls_server_name": true,
+	"state_directory": true, "cache_ttl": true,
 }
 
 // reload re-reads the configuration and applies what can change live. A
@@ -67,7 +68,12 @@ func (d *Daemon) apply(next config.Config) {
 		changed = append(changed, s.Key+" "+before+" -> "+after)
 	}
 
-	if err := d.lb.SetUpstreams(staticEndpoints(next.Endpoints)); err != nil {
+	d.mu.Lock()
+	d.set.static = canonical(next.Endpoints)
+	eps := d.set.endpoints()
+	d.mu.Unlock()
+
+	if err := d.lb.SetUpstreams(eps); err != nil {
 		d.log.Error("reload: upstreams not changed", zap.Error(err))
 	}
 

@@ -105,7 +105,7 @@ type PKI struct {
 	TokenFile string
 	// Admin authenticates with a bearer token as a member of system:masters.
 	Admin TokenUser
-	// Node is an unprivileged user (group "extractedprism"), so tests can
+	// Node is an unprivileged user (group "extractedprism:nodes"), so tests can
 	// grant it a least-privilege Role and check that it suffices.
 	Node TokenUser
 

@@ -98,7 +98,7 @@ func TestTokenFile(t *testing.T) {
 
 	want := [][]string{
 		{p.Admin.Token, "extractedprism-admin", "extractedprism-admin-uid", "system:masters"},
-		{p.Node.Token, "extractedprism-node", "extractedprism-node-uid", "extractedprism"},
+		{p.Node.Token, "extractedprism-node", "extractedprism-node-uid", "extractedprism:nodes"},
 		{extra.Token, "reader", "reader-uid", "g1,g2"},
 	}
 

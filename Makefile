@@ -6,7 +6,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -s -w -X $(MODULE)/pkg/version.Version=$(VERSION) -X $(MODULE)/pkg/version.Commit=$(COMMIT)
 
-.PHONY: help build run test test-unit test-units lint clean
+.PHONY: help build run test test-unit test-units test-integration kube-bins lint clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -17,7 +17,7 @@ build: ## build bin/extractedprism (static, stripped)
 run: build ## run the proxy on 127.0.0.1:7445 with hack/local.toml
 	./bin/extractedprism run --config hack/local.toml
 
-test: test-unit test-units ## run every test (what CI runs)
+test: test-unit test-units test-integration ## run every test (what CI runs)
 
 test-unit: ## unit, CLI and loopback tests, with the race detector
 	$(GO) vet ./...
@@ -25,6 +25,15 @@ test-unit: ## unit, CLI and loopback tests, with the race detector
 
 test-units: build ## systemd-analyze verify + security exposure of the units
 	hack/check-units.sh bin/extractedprism
+
+kube-bins: ## build kube-apiserver + etcd for the integration tests (cached; ~5-10 min cold)
+	hack/kube-bins/build.sh
+
+# The test binaries are built outside the network namespace (it has no
+# network) and run inside it, from their package directory, by -exec.
+test-integration: ## discovery against real kube-apiservers + etcd, in a private network namespace (root)
+	KUBE_BINS=$$(hack/kube-bins/build.sh | tail -1) && export KUBE_BINS && \
+	$(GO) test -count=1 -timeout 20m -tags integration -exec $(CURDIR)/hack/netns-run.sh ./test/integration ./test/kubeharness
 
 clean: ## remove build outputs
 	rm -rf bin dist

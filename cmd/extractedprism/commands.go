@@ -12,6 +12,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/go-logr/zapr"
+	"k8s.io/klog/v2"
+
 	"github.com/lexfrei/extractedprism/pkg/config"
 	"github.com/lexfrei/extractedprism/pkg/daemon"
 	"github.com/lexfrei/extractedprism/pkg/logging"
@@ -39,6 +42,9 @@ func (r *runCmd) Run(e *env) error {
 		return fmt.Errorf("logger: %w", err)
 	}
 	defer func() { _ = log.Sync() }()
+
+	// client-go logs through klog, a process-wide logger: route it here.
+	klog.SetLogger(zapr.NewLogger(logging.Quieter(log.Named("client-go"))))
 
 	proxyLn, healthLn, err := systemd.Listeners()
 	if err != nil {

@@ -49,3 +49,25 @@ func New(w io.Writer, opts Options) (*zap.Logger, zap.AtomicLevel, error) {
 
 	return zap.New(core), level, nil
 }
+
+// Quieter returns l passing only warnings and errors, for libraries whose
+// informational lines are noise to an operator (client-go's reflector).
+func Quieter(l *zap.Logger) *zap.Logger {
+	return l.WithOptions(zap.WrapCore(func(c zapcore.Core) zapcore.Core {
+		return warnOnly{c}
+	}))
+}
+
+type warnOnly struct{ zapcore.Core }
+
+func (w warnOnly) Enabled(l zapcore.Level) bool { return l >= zapcore.WarnLevel && w.Core.Enabled(l) }
+
+func (w warnOnly) With(f []zapcore.Field) zapcore.Core { return warnOnly{w.Core.With(f)} }
+
+func (w warnOnly) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
+	if w.Enabled(e.Level) {
+		return w.Core.Check(e, ce)
+	}
+
+	return ce
+}

@@ -149,7 +149,7 @@ roleRef:
 subjects:
 - kind: Group
   apiGroup: rbac.authorization.k8s.io
-  name: extractedprism
+  name: extractedprism:nodes
 `
 
 // checkLeastPrivilegeUser: the Node token is forbidden until a Role grants

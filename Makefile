@@ -6,7 +6,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -s -w -X $(MODULE)/pkg/version.Version=$(VERSION) -X $(MODULE)/pkg/version.Commit=$(COMMIT)
 
-.PHONY: help build run test test-unit test-units test-integration kube-bins lint clean
+.PHONY: help build run demo test test-unit test-units test-integration kube-bins lint clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -16,6 +16,13 @@ build: ## build bin/extractedprism (static, stripped)
 
 run: build ## run the proxy on 127.0.0.1:7445 with hack/local.toml
 	./bin/extractedprism run --config hack/local.toml
+
+# Real kube-apiservers + etcd in a private network namespace (root), the
+# daemon in front, a short tour, then a shell inside when run from a terminal.
+demo: build ## run 3 real kube-apiservers and extractedprism in front of them
+	KUBE_BINS=$$(hack/kube-bins/build.sh | tail -1) && export KUBE_BINS && \
+	$(GO) test -c -tags demo -o bin/demo.test ./test/demo && \
+	cd test/demo && DEMO_SHELL=$$([ -t 0 ] && echo 1) ../../hack/netns-run.sh ../../bin/demo.test -test.run TestDemo -test.timeout 0
 
 test: test-unit test-units test-integration ## run every test (what CI runs)
 

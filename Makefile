@@ -4,15 +4,29 @@ GO      ?= go
 MODULE  := github.com/lexfrei/extractedprism
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+# Package versions must start with a digit: v1.2.3 -> 1.2.3; untagged
+# commits -> 0.0.0~git<count>.<hash>, which sorts before any release.
+PKG_VERSION ?= $(shell git describe --tags --match 'v[0-9]*' 2>/dev/null | sed 's/^v//; s/-/~/g' | grep . || echo 0.0.0~git$$(git rev-list --count HEAD 2>/dev/null || echo 0).$$(git rev-parse --short HEAD 2>/dev/null || echo unknown))
+GOARCH  ?= $(shell $(GO) env GOARCH)
+NFPM    := $(GO) tool -modfile=tools/go.mod nfpm
 LDFLAGS := -s -w -X $(MODULE)/pkg/version.Version=$(VERSION) -X $(MODULE)/pkg/version.Commit=$(COMMIT)
 
-.PHONY: help build run demo test test-unit test-units test-integration kube-bins lint clean
+.PHONY: help build package test-packages run demo test test-unit test-units test-integration kube-bins lint clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
 build: ## build bin/extractedprism (static, stripped)
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/extractedprism ./cmd/extractedprism
+
+package: build ## build deb, rpm, apk and archlinux packages into dist/ for the host arch
+	mkdir -p dist
+	for p in deb rpm apk archlinux; do \
+		GOARCH=$(GOARCH) PKG_VERSION=$(PKG_VERSION) $(NFPM) package --config nfpm.yaml --packager $$p --target dist/ || exit 1; \
+	done
+
+test-packages: package ## inspect the .deb and .rpm: contents, modes, conffiles, scripts, lintian
+	hack/check-packages.sh
 
 run: build ## run the proxy on 127.0.0.1:7445 with hack/local.toml
 	./bin/extractedprism run --config hack/local.toml
@@ -24,7 +38,7 @@ demo: build ## run 3 real kube-apiservers and extractedprism in front of them
 	$(GO) test -c -tags demo -o bin/demo.test ./test/demo && \
 	cd test/demo && DEMO_SHELL=$$([ -t 0 ] && echo 1) ../../hack/netns-run.sh ../../bin/demo.test -test.run TestDemo -test.timeout 0
 
-test: test-unit test-units test-integration ## run every test (what CI runs)
+test: test-unit test-units test-packages test-integration ## run every test (what CI runs)
 
 test-unit: ## unit, CLI and loopback tests, with the race detector
 	$(GO) vet ./...

@@ -92,6 +92,7 @@ type Balancer struct {
 	started   time.Time
 
 	conns connSet
+	stats counters
 
 	proxyDone chan struct{}
 	proxyErr  error
@@ -211,7 +212,10 @@ func (b *Balancer) Shutdown(ctx context.Context) int {
 	}
 	b.listMu.Unlock()
 
-	return b.conns.drain(ctx)
+	cut := b.conns.drain(ctx)
+	b.stats.closedShutdown.Add(uint64(cut))
+
+	return cut
 }
 
 // newList starts an upstream.List over the current upstreams. The list runs

@@ -23,8 +23,11 @@ func (b *Balancer) HandleConn(client net.Conn) {
 	}
 	defer b.conns.remove(client)
 
+	b.stats.accepted.Add(1)
+
 	up, n, err := b.connect(client)
 	if err != nil {
+		b.stats.rejected.Add(1)
 		b.log.Warn("closing client: no upstream could take it",
 			zap.String("client", client.RemoteAddr().String()), zap.Error(err))
 
@@ -41,7 +44,10 @@ func (b *Balancer) HandleConn(client net.Conn) {
 	b.tune(up)
 
 	b.log.Debug("proxying", zap.String("client", client.RemoteAddr().String()), zap.String("upstream", n.addr))
-	splice(client, up)
+
+	in, out := splice(client, up)
+	n.counters.bytesIn.Add(uint64(in))
+	n.counters.bytesOut.Add(uint64(out))
 }
 
 // connect dials upstreams in pick order until one answers.
@@ -57,14 +63,22 @@ func (b *Balancer) connect(client net.Conn) (net.Conn, *node, error) {
 			return nil, nil, errors.Join(err, lastErr)
 		}
 
+		if len(tried) > 0 {
+			b.stats.retried.Add(1)
+		}
+
 		tried = append(tried, n)
 
+		start := time.Now()
 		up, err := b.dial(n.addr)
+		b.stats.dials.observe(time.Since(start))
+
 		if err == nil {
 			return up, n, nil
 		}
 
 		lastErr = err
+		n.counters.dialErrors[dialErrorReason(err)].Add(1)
 		b.suspend(n, err)
 		b.log.Warn("dial failed; trying the next upstream",
 			zap.String("upstream", n.addr), zap.String("client", client.RemoteAddr().String()), zap.Error(err))
@@ -99,38 +113,50 @@ func (b *Balancer) tune(c net.Conn) {
 	}
 }
 
-// splice copies both ways. A clean EOF on one side is passed on as a
-// half-close (FIN) and the other direction keeps flowing; an error on either
-// side ends both. Copies between two TCP connections use splice(2).
-func splice(client, up net.Conn) {
-	errc := make(chan error, 1)
+// splice copies both ways and returns the bytes sent each way. A clean EOF
+// on one side is passed on as a half-close (FIN) and the other direction
+// keeps flowing; an error on either side ends both. Copies between two TCP
+// connections use splice(2).
+func splice(client, up net.Conn) (in, out int64) {
+	type result struct {
+		n   int64
+		err error
+	}
 
-	go func() { errc <- copyHalf(up, client) }()
+	inc := make(chan result, 1)
 
-	err := copyHalf(client, up)
+	go func() {
+		n, err := copyHalf(up, client)
+		inc <- result{n, err}
+	}()
+
+	out, err := copyHalf(client, up)
 	if err != nil {
 		// Unblock the other direction.
 		_ = client.Close()
 		_ = up.Close()
 	}
 
-	if err2 := <-errc; err2 != nil && err == nil {
+	r := <-inc
+	if r.err != nil && err == nil {
 		_ = client.Close()
 		_ = up.Close()
 	}
+
+	return r.n, out
 }
 
-func copyHalf(dst, src net.Conn) error {
-	_, err := io.Copy(dst, src)
+func copyHalf(dst, src net.Conn) (int64, error) {
+	n, err := io.Copy(dst, src)
 	if err != nil {
-		return err
+		return n, err
 	}
 
 	if tc, ok := dst.(*net.TCPConn); ok {
-		return tc.CloseWrite()
+		return n, tc.CloseWrite()
 	}
 
-	return nil
+	return n, nil
 }
 
 // connSet tracks in-flight client connections, to drain them on shutdown

@@ -17,8 +17,9 @@ type node struct {
 	addr string
 	b    *Balancer
 
-	active atomic.Int64
-	total  atomic.Uint64
+	active   atomic.Int64
+	total    atomic.Uint64
+	counters nodeCounters
 
 	// Guarded by b.mu.
 	sources   []string
@@ -268,6 +269,7 @@ func (b *Balancer) retire(n *node) {
 
 	time.AfterFunc(drain, func() {
 		if cut := b.conns.closeNode(n); cut > 0 {
+			b.stats.closedRemoved.Add(uint64(cut))
 			b.log.Info("closed connections to a removed upstream", zap.String("upstream", n.addr), zap.Int("closed", cut))
 		}
 	})

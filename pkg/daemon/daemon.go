@@ -20,6 +20,7 @@ import (
 	"github.com/lexfrei/extractedprism/pkg/config"
 	"github.com/lexfrei/extractedprism/pkg/discovery"
 	"github.com/lexfrei/extractedprism/pkg/health"
+	"github.com/lexfrei/extractedprism/pkg/metrics"
 	"github.com/lexfrei/extractedprism/pkg/status"
 	"github.com/lexfrei/extractedprism/pkg/systemd"
 	"github.com/lexfrei/extractedprism/pkg/version"
@@ -69,7 +70,9 @@ type Daemon struct {
 	cfg          config.Config
 	reloadErr    error
 	set          upstreamSet
-	discoveryOff string // why discovery is off, if it is
+	discoveryOff string    // why discovery is off, if it is
+	cacheAt      time.Time // when the cache was last written or loaded
+	reloads      metrics.Reloads
 }
 
 // New binds what is not handed in and builds the parts. Nothing is served
@@ -109,9 +112,10 @@ func New(opts Options) (*Daemon, error) {
 	}
 
 	d.hs = health.New(hln, health.Checks{
-		Alive:  d.lb.Alive,
-		Ready:  d.ready,
-		Status: func() any { return d.Status() },
+		Alive:   d.lb.Alive,
+		Ready:   d.ready,
+		Status:  func() any { return d.Status() },
+		Metrics: metrics.Handler(metrics.NewRegistry(d.metrics, version.Get())),
 	}, d.log)
 
 	return d, nil
@@ -298,3 +302,26 @@ func (d *Daemon) summary() string {
 	return s
 }
 
+
+// metrics is the snapshot /metrics reports.
+func (d *Daemon) metrics() metrics.Snapshot {
+	d.mu.Lock()
+	snap := metrics.Snapshot{Reloads: d.reloads, Discovery: metrics.Discovery{CacheAt: d.cacheAt, State: "off"}}
+	d.mu.Unlock()
+
+	snap.Balancer = d.lb.Stats()
+
+	if d.watcher != nil {
+		s := d.watcher.State()
+		snap.Discovery.State = string(s.Phase)
+		snap.Discovery.Events = s.Events
+		snap.Discovery.LastSync = s.LastSync
+		snap.Discovery.Errors = map[string]uint64{}
+
+		for phase, n := range s.Errors {
+			snap.Discovery.Errors[string(phase)] = n
+		}
+	}
+
+	return snap
+}

@@ -6,8 +6,12 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 
 	"go.uber.org/zap/zaptest"
 
@@ -129,5 +133,147 @@ func TestReadyzWhenAllUpstreamsAreDown(t *testing.T) {
 	// Liveness is about the daemon, not the API servers.
 	if code, _ := get(t, base+"/healthz"); code != http.StatusOK {
 		t.Fatalf("/healthz = %d with upstreams down, want 200", code)
+	}
+}
+
+// echoServer is a real upstream that echoes; close() kills it.
+func echoServer(t *testing.T, addr string) net.Listener {
+	t.Helper()
+
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	t.Cleanup(func() { ln.Close() })
+
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+
+			go func() { defer c.Close(); _, _ = io.Copy(c, c) }()
+		}
+	}()
+
+	return ln
+}
+
+func exchange(t *testing.T, proxy string) {
+	t.Helper()
+
+	c, err := net.DialTimeout("tcp", proxy, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+
+	if _, err := c.Write([]byte("ping")); err != nil {
+		t.Fatal(err)
+	}
+
+	buf := make([]byte, 4)
+	if _, err := io.ReadFull(c, buf); err != nil {
+		t.Fatalf("no echo through the proxy: %v", err)
+	}
+}
+
+// metricValue scrapes /metrics and returns the sample of name whose labels
+// include want.
+func metricValue(t *testing.T, base, name string, want map[string]string) (float64, bool) {
+	t.Helper()
+
+	_, body := get(t, base+"/metrics")
+
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+
+	families, err := parser.TextToMetricFamilies(strings.NewReader(body))
+	if err != nil {
+		t.Fatalf("/metrics does not parse: %v", err)
+	}
+
+	fam, ok := families[name]
+	if !ok {
+		return 0, false
+	}
+
+	for _, m := range fam.GetMetric() {
+		labels := map[string]string{}
+		for _, l := range m.GetLabel() {
+			labels[l.GetName()] = l.GetValue()
+		}
+
+		if !matches(labels, want) {
+			continue
+		}
+
+		switch {
+		case m.GetCounter() != nil:
+			return m.GetCounter().GetValue(), true
+		case m.GetGauge() != nil:
+			return m.GetGauge().GetValue(), true
+		case m.GetHistogram() != nil:
+			return float64(m.GetHistogram().GetSampleCount()), true
+		}
+	}
+
+	return 0, false
+}
+
+func matches(labels, want map[string]string) bool {
+	for k, v := range want {
+		if labels[k] != v {
+			return false
+		}
+	}
+
+	return true
+}
+
+// /metrics moves with real traffic and a failover.
+func TestMetricsDuringFailover(t *testing.T) {
+	t.Parallel()
+
+	a := echoServer(t, "127.0.5.6:0")
+	b := echoServer(t, "127.0.5.7:0")
+	d, base := start(t, "127.0.5.1", a.Addr().String(), b.Addr().String())
+
+	for range 6 {
+		exchange(t, d.ProxyAddr().String())
+	}
+
+	bAddr := b.Addr().String()
+	b.Close() // b dies; the next dials to it are refused and retried on a
+
+	for range 6 {
+		exchange(t, d.ProxyAddr().String())
+	}
+
+	for _, c := range []struct {
+		name   string
+		labels map[string]string
+		check  func(float64) bool
+		what   string
+	}{
+		{"extractedprism_connections_accepted_total", nil, func(v float64) bool { return v >= 12 }, ">= 12"},
+		{"extractedprism_upstream_connections_total", map[string]string{"upstream": a.Addr().String()}, func(v float64) bool { return v >= 6 }, ">= 6"},
+		{"extractedprism_upstream_dial_errors_total", map[string]string{"upstream": bAddr, "reason": "refused"}, func(v float64) bool { return v >= 1 }, ">= 1"},
+		{"extractedprism_upstream_healthy", map[string]string{"upstream": bAddr}, func(v float64) bool { return v == 0 }, "0"},
+		{"extractedprism_upstream_healthy", map[string]string{"upstream": a.Addr().String()}, func(v float64) bool { return v == 1 }, "1"},
+		{"extractedprism_dial_retries_total", nil, func(v float64) bool { return v >= 1 }, ">= 1"},
+		{"extractedprism_connections_rejected_total", nil, func(v float64) bool { return v == 0 }, "0"},
+		{"extractedprism_upstream_sent_bytes_total", map[string]string{"upstream": a.Addr().String()}, func(v float64) bool { return v >= 24 }, ">= 24"},
+		{"extractedprism_dial_duration_seconds", nil, func(v float64) bool { return v >= 13 }, ">= 13 observations"},
+		{"extractedprism_build_info", nil, func(v float64) bool { return v == 1 }, "1"},
+		{"go_goroutines", nil, func(v float64) bool { return v > 0 }, "> 0"},
+	} {
+		v, ok := metricValue(t, base, c.name, c.labels)
+		if !ok || !c.check(v) {
+			t.Errorf("%s%v = %v (present %v), want %s", c.name, c.labels, v, ok, c.what)
+		}
 	}
 }

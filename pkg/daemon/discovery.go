@@ -101,6 +101,7 @@ func (d *Daemon) loadCache() {
 	}
 
 	d.set.cached = fresh
+	d.cacheAt = time.Now()
 }
 
 // startDiscovery starts the watch if enabled and possible. The client talks
@@ -190,9 +191,16 @@ func (d *Daemon) saveCache(addrs []string) {
 		return
 	}
 
-	if err := discovery.SaveCache(path, addrs, time.Now()); err != nil {
+	now := time.Now()
+	if err := discovery.SaveCache(path, addrs, now); err != nil {
 		d.log.Warn("cannot persist the discovered upstreams", zap.Error(err))
+
+		return
 	}
+
+	d.mu.Lock()
+	d.cacheAt = now
+	d.mu.Unlock()
 }
 
 // refreshCache re-confirms a steady set while the watch is healthy.

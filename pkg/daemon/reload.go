@@ -32,6 +32,7 @@ func (d *Daemon) reload() {
 	if err != nil {
 		d.mu.Lock()
 		d.reloadErr = err
+		d.reloads.Failed++
 		d.mu.Unlock()
 
 		d.log.Error("reload rejected; the running configuration stays in force",
@@ -88,6 +89,7 @@ func (d *Daemon) apply(next config.Config) {
 	d.mu.Lock()
 	d.cfg = next
 	d.reloadErr = nil
+	d.reloads.OK++
 	d.mu.Unlock()
 
 	d.log.Info("configuration reloaded", zap.Strings("changed", changed))

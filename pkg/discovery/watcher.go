@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -41,6 +42,10 @@ type State struct {
 	// streams the initial state): the first, and each one after a watch
 	// could not resume (410 Gone).
 	Lists int
+	// Events counts slice events (added or updated), Errors failed lists
+	// and watches by the phase they led to.
+	Events uint64
+	Errors map[Phase]uint64
 }
 
 // Watcher follows the `kubernetes` EndpointSlice with client-go's informer
@@ -58,7 +63,7 @@ type Watcher struct {
 
 // NewWatcher returns a watcher that calls onChange with every new set.
 func NewWatcher(client kubernetes.Interface, log *zap.Logger, onChange func([]string)) *Watcher {
-	return &Watcher{client: client, log: log, onChange: onChange, state: State{Phase: Connecting}}
+	return &Watcher{client: client, log: log, onChange: onChange, state: State{Phase: Connecting, Errors: map[Phase]uint64{}}}
 }
 
 // State returns the watcher's current state.
@@ -68,6 +73,7 @@ func (w *Watcher) State() State {
 
 	s := w.state
 	s.Endpoints = slices.Clone(s.Endpoints)
+	s.Errors = maps.Clone(s.Errors)
 
 	return s
 }
@@ -140,6 +146,7 @@ func (w *Watcher) onSlice(obj any) {
 	}
 
 	w.mu.Lock()
+	w.state.Events++
 	w.synced()
 
 	if err != nil {
@@ -192,6 +199,7 @@ func (w *Watcher) watchError(err error, rv string) {
 	w.mu.Lock()
 	was := w.state.Phase
 	w.state.Phase = phase
+	w.state.Errors[phase]++
 	w.state.LastError = err.Error()
 	w.errorRV = rv
 	w.mu.Unlock()

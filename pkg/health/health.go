@@ -1,6 +1,6 @@
 // Package health serves the daemon's HTTP endpoints for probes and people:
 // /healthz (the daemon's own loops are alive), /readyz (an upstream is
-// usable) and /status (a JSON document of the upstreams).
+// usable), /status (a JSON document of the upstreams) and /metrics.
 package health
 
 import (
@@ -23,6 +23,8 @@ type Checks struct {
 	Ready func() error
 	// Status returns the document served as JSON on /status.
 	Status func() any
+	// Metrics serves /metrics; nil leaves it out.
+	Metrics http.Handler
 }
 
 // Server is the health HTTP server.
@@ -76,6 +78,10 @@ func Handler(c Checks) http.Handler {
 		enc.SetIndent("", "  ")
 		_ = enc.Encode(c.Status())
 	})
+
+	if c.Metrics != nil {
+		mux.Handle("GET /metrics", c.Metrics)
+	}
 
 	return mux
 }

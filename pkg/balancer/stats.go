@@ -1,0 +1,140 @@
+package balancer
+
+import (
+	"context"
+	"errors"
+	"net"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// Counters the balancer keeps for metrics. They are plain atomics, read by
+// Stats; the metrics package turns them into Prometheus series, so the data
+// path does not depend on a metrics library.
+type counters struct {
+	accepted       atomic.Uint64
+	rejected       atomic.Uint64 // closed: no upstream could take it
+	retried        atomic.Uint64 // dials after a failed dial
+	closedRemoved  atomic.Uint64 // cut after their upstream left the set
+	closedShutdown atomic.Uint64 // cut after the drain timeout on shutdown
+	dials          histogram
+}
+
+// DialBuckets are the dial-duration histogram's upper bounds, in seconds.
+var DialBuckets = []float64{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5}
+
+// histogram is a fixed-bucket histogram of durations, safe for concurrent use.
+type histogram struct {
+	counts [13]atomic.Uint64 // len(DialBuckets)+1, the last is +Inf
+	sumNs  atomic.Int64
+}
+
+func (h *histogram) observe(d time.Duration) {
+	s := d.Seconds()
+	i := 0
+
+	for i < len(DialBuckets) && s > DialBuckets[i] {
+		i++
+	}
+
+	h.counts[i].Add(1)
+	h.sumNs.Add(int64(d))
+}
+
+// Histogram is a snapshot: Counts[i] observations fell at or under
+// DialBuckets[i] and above the previous bound; the last is over all of them.
+type Histogram struct {
+	Counts []uint64
+	Sum    float64 // seconds
+}
+
+func (h *histogram) snapshot() Histogram {
+	out := Histogram{Counts: make([]uint64, len(h.counts)), Sum: time.Duration(h.sumNs.Load()).Seconds()}
+	for i := range h.counts {
+		out.Counts[i] = h.counts[i].Load()
+	}
+
+	return out
+}
+
+// Dial error reasons, a bounded label set.
+const (
+	ReasonRefused     = "refused"
+	ReasonTimeout     = "timeout"
+	ReasonUnreachable = "unreachable"
+	ReasonOther       = "other"
+)
+
+// DialErrorReasons lists every reason, in a fixed order.
+var DialErrorReasons = []string{ReasonRefused, ReasonTimeout, ReasonUnreachable, ReasonOther}
+
+func dialErrorReason(err error) int {
+	var ne net.Error
+
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET):
+		return 0
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
+		return 1
+	case errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH):
+		return 2
+	default:
+		return 3
+	}
+}
+
+// nodeCounters are one upstream's counters.
+type nodeCounters struct {
+	dialErrors [4]atomic.Uint64 // by DialErrorReasons index
+	bytesIn    atomic.Uint64    // client -> upstream
+	bytesOut   atomic.Uint64    // upstream -> client
+}
+
+// Stats is a snapshot of the balancer for metrics.
+type Stats struct {
+	Accepted       uint64
+	Rejected       uint64
+	RetriedDials   uint64
+	ClosedRemoved  uint64
+	ClosedShutdown uint64
+	DialDuration   Histogram
+	Upstreams      []UpstreamStats
+}
+
+// UpstreamStats extends UpstreamStatus with counters.
+type UpstreamStats struct {
+	UpstreamStatus
+	DialErrors map[string]uint64 // by reason
+	BytesIn    uint64
+	BytesOut   uint64
+}
+
+// Stats returns the balancer's counters and the state of every upstream.
+func (b *Balancer) Stats() Stats {
+	s := Stats{
+		Accepted:       b.stats.accepted.Load(),
+		Rejected:       b.stats.rejected.Load(),
+		RetriedDials:   b.stats.retried.Load(),
+		ClosedRemoved:  b.stats.closedRemoved.Load(),
+		ClosedShutdown: b.stats.closedShutdown.Load(),
+		DialDuration:   b.stats.dials.snapshot(),
+	}
+
+	status := b.Status()
+
+	b.mu.Lock()
+	nodes := append([]*node(nil), b.nodes...)
+	b.mu.Unlock()
+
+	for i, n := range nodes {
+		us := UpstreamStats{UpstreamStatus: status[i], DialErrors: map[string]uint64{}, BytesIn: n.counters.bytesIn.Load(), BytesOut: n.counters.bytesOut.Load()}
+		for r, name := range DialErrorReasons {
+			us.DialErrors[name] = n.counters.dialErrors[r].Load()
+		}
+
+		s.Upstreams = append(s.Upstreams, us)
+	}
+
+	return s
+}

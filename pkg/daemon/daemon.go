@@ -302,7 +302,6 @@ func (d *Daemon) summary() string {
 	return s
 }
 
-
 // metrics is the snapshot /metrics reports.
 func (d *Daemon) metrics() metrics.Snapshot {
 	d.mu.Lock()

@@ -11,7 +11,7 @@ GOARCH  ?= $(shell $(GO) env GOARCH)
 NFPM    := $(GO) tool -modfile=tools/go.mod nfpm
 LDFLAGS := -s -w -X $(MODULE)/pkg/version.Version=$(VERSION) -X $(MODULE)/pkg/version.Commit=$(COMMIT)
 
-.PHONY: help build package test-packages run demo test test-unit test-units test-integration kube-bins lint clean
+.PHONY: help build share package test-packages run demo test test-unit test-units test-integration kube-bins lint clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -19,7 +19,12 @@ help: ## list targets
 build: ## build bin/extractedprism (static, stripped)
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/extractedprism ./cmd/extractedprism
 
-package: build ## build deb, rpm, apk and archlinux packages into dist/ for the host arch
+share: build ## generate shell completions and the man page into bin/share/
+	mkdir -p bin/share
+	for sh in bash zsh fish; do ./bin/extractedprism completion $$sh > bin/share/extractedprism.$$sh || exit 1; done
+	./bin/extractedprism man | gzip -9n > bin/share/extractedprism.8.gz
+
+package: share ## build deb, rpm, apk and archlinux packages into dist/ for the host arch
 	mkdir -p dist
 	for p in deb rpm apk archlinux; do \
 		GOARCH=$(GOARCH) PKG_VERSION=$(PKG_VERSION) $(NFPM) package --config nfpm.yaml --packager $$p --target dist/ || exit 1; \

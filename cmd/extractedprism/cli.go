@@ -30,6 +30,8 @@ type cli struct {
 	CheckConfig checkConfigCmd `cmd:"" help:"Load and validate the configuration, print the effective values and their sources."`
 	Status      statusCmd      `cmd:"" help:"Show the upstreams of the local daemon, from its health server."`
 	Version     versionCmd     `cmd:"" help:"Print version, commit and Go version."`
+	Completion  completionCmd  `cmd:"" help:"Print a shell completion script (bash, zsh or fish)."`
+	Man         manCmd         `cmd:"" help:"Print the man page (roff)."`
 }
 
 // env carries the process's surroundings into commands, so tests can run

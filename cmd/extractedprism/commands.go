@@ -103,9 +103,11 @@ func (c *checkConfigCmd) Run(e *env) error {
 type statusCmd struct {
 	config.Flags `embed:""`
 
-	JSON    bool          `help:"Print the raw /status document."`
-	URL     string        `name:"url" placeholder:"URL" help:"Health server base URL (default: from health_address and health_port)."`
-	Timeout time.Duration `default:"5s" help:"How long to wait for the daemon."`
+	JSON     bool          `help:"Print the raw /status document."`
+	Watch    bool          `short:"w" help:"Refresh the table until interrupted."`
+	Interval time.Duration `default:"2s" help:"Refresh interval with --watch."`
+	URL      string        `name:"url" placeholder:"URL" help:"Health server base URL (default: from health_address and health_port)."`
+	Timeout  time.Duration `default:"5s" help:"How long to wait for the daemon."`
 }
 
 func (s *statusCmd) Run(e *env) error {
@@ -117,6 +119,28 @@ func (s *statusCmd) Run(e *env) error {
 		url = healthURL(l.Config)
 	}
 
+	if !s.Watch {
+		return s.show(e, url)
+	}
+
+	tick := time.NewTicker(s.Interval)
+	defer tick.Stop()
+
+	for {
+		fmt.Fprint(e.stdout, "\033[H\033[2J") // home, clear
+		if err := s.show(e, url); err != nil {
+			fmt.Fprintln(e.stdout, err)
+		}
+
+		select {
+		case <-e.ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+	}
+}
+
+func (s *statusCmd) show(e *env, url string) error {
 	ctx, cancel := context.WithTimeout(e.ctx, s.Timeout)
 	defer cancel()
 

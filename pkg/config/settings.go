@@ -36,7 +36,7 @@ func Settings() []Setting {
 			Key:   key,
 			Flag:  "--" + name,
 			Env:   "EP_" + strings.ToUpper(key),
-			Help:  f.Tag.Get("help"),
+			Help:  strings.ReplaceAll(f.Tag.Get("help"), "$$", "$"), // kong's escape
 			field: f.Name,
 		})
 	}

@@ -52,9 +52,21 @@ type Options struct {
 
 // Settings are the tunables that can change while running (see Apply).
 type Settings struct {
-	HealthInterval  time.Duration
-	HealthTimeout   time.Duration
-	DialTimeout     time.Duration
+	HealthInterval time.Duration
+	HealthTimeout  time.Duration
+	// Check judges upstreams; nil means TCPCheck.
+	Check Checker
+	// Fall failed checks in a row take an upstream out; Rise passing ones
+	// bring it back. Zero means 1.
+	Fall, Rise int
+	// ResetOnFailure closes the connections of an upstream that fails its
+	// checks, so clients reconnect to a healthy one at once.
+	ResetOnFailure bool
+
+	DialTimeout time.Duration
+	// DialHeadStart is how long a dial may take before the next upstream is
+	// dialed in parallel; zero disables racing.
+	DialHeadStart   time.Duration
 	KeepAlivePeriod time.Duration // 0 disables keepalive
 	TCPUserTimeout  time.Duration // 0 leaves the kernel default
 	// DrainTimeout is how long connections to an upstream that left the
@@ -62,17 +74,8 @@ type Settings struct {
 	DrainTimeout time.Duration
 }
 
-// Score bounds and steps. One failed check takes a healthy upstream out
-// (1-2 = -1); it is back after one passing check, or two after repeated
-// failures. A new upstream starts usable, so the proxy serves at once.
-const (
-	lowScore     = -2
-	highScore    = 1
-	initialScore = 1
-	failDelta    = -2
-	successDelta = 1
-	healthJitter = 0.2
-)
+// healthJitter spreads check rounds by ±20% of the interval.
+const healthJitter = 0.2
 
 // Balancer proxies connections from a listener to upstreams.
 type Balancer struct {
@@ -219,17 +222,14 @@ func (b *Balancer) Shutdown(ctx context.Context) int {
 }
 
 // newList starts an upstream.List over the current upstreams. The list runs
-// the health-check schedule; its own copy of the scores is not read (it has
-// no accessor): the node scores kept here are the ones that count.
+// the health-check schedule; its own scores are not read (it has no
+// accessor): each node's fall/rise state kept here is what counts.
 func (b *Balancer) newList(s Settings) (*upstream.List[*node], error) {
 	b.mu.Lock()
 	nodes := slices.Clone(b.nodes)
 	b.mu.Unlock()
 
 	list, err := upstream.NewList(slices.Values(nodes),
-		upstream.WithLowHighScores(lowScore, highScore),
-		upstream.WithScoreDeltas(failDelta, successDelta),
-		upstream.WithInitialScore(initialScore),
 		upstream.WithHealthcheckInterval(s.HealthInterval),
 		upstream.WithHealthcheckTimeout(s.HealthTimeout),
 		upstream.WithHealthCheckJitter(healthJitter),

@@ -3,7 +3,6 @@ package balancer
 import (
 	"context"
 	"errors"
-	"io"
 	"net"
 	"sync"
 	"time"
@@ -13,8 +12,8 @@ import (
 )
 
 // HandleConn implements tcpproxy.Target: it connects the client to an
-// upstream, trying the next one when a dial fails, and copies bytes both
-// ways until both sides are done.
+// upstream (see dial and session) and copies bytes both ways until both
+// sides are done.
 func (b *Balancer) HandleConn(client net.Conn) {
 	defer client.Close()
 
@@ -25,7 +24,9 @@ func (b *Balancer) HandleConn(client net.Conn) {
 
 	b.stats.accepted.Add(1)
 
-	up, n, err := b.connect(client)
+	s := &session{b: b, client: client, replay: true}
+
+	up, n, err := b.connectRacing(&s.tried)
 	if err != nil {
 		b.stats.rejected.Add(1)
 		b.log.Warn("closing client: no upstream could take it",
@@ -33,56 +34,108 @@ func (b *Balancer) HandleConn(client net.Conn) {
 
 		return
 	}
-	defer up.Close()
 
-	n.active.Add(1)
-	n.total.Add(1)
-	defer n.active.Add(-1)
+	s.attach(up, n)
+	defer s.detach()
 
-	b.conns.attach(client, up, n)
 	b.tune(client)
-	b.tune(up)
-
 	b.log.Debug("proxying", zap.String("client", client.RemoteAddr().String()), zap.String("upstream", n.addr))
-
-	in, out := splice(client, up)
-	n.counters.bytesIn.Add(uint64(in))
-	n.counters.bytesOut.Add(uint64(out))
+	s.run()
 }
 
-// connect dials upstreams in pick order until one answers.
-func (b *Balancer) connect(client net.Conn) (net.Conn, *node, error) {
-	var (
-		tried   []*node
-		lastErr error
-	)
+type dialResult struct {
+	conn net.Conn
+	node *node
+	err  error
+}
 
-	for {
-		n, err := b.pick(tried)
+// connectRacing dials upstreams in pick order until one connects. A failed
+// dial moves to the next upstream at once; a dial still pending after the
+// head start is raced by the next upstream, and the first to connect wins,
+// so a blackholed upstream costs a client at most the head start.
+func (b *Balancer) connectRacing(tried *[]*node) (net.Conn, *node, error) {
+	results := make(chan dialResult)
+	pending := 0
+
+	start := func() bool {
+		n, err := b.pick(*tried)
 		if err != nil {
-			return nil, nil, errors.Join(err, lastErr)
+			return false
 		}
 
-		if len(tried) > 0 {
-			b.stats.retried.Add(1)
-		}
+		*tried = append(*tried, n)
+		pending++
 
-		tried = append(tried, n)
+		go func() {
+			c, err := b.dial(n.addr)
+			results <- dialResult{c, n, err}
+		}()
 
-		start := time.Now()
-		up, err := b.dial(n.addr)
-		b.stats.dials.observe(time.Since(start))
-
-		if err == nil {
-			return up, n, nil
-		}
-
-		lastErr = err
-		n.counters.dialErrors[dialErrorReason(err)].Add(1)
-		b.suspend(n, err)
-		b.log.Warn("dial failed; trying the next upstream",
-			zap.String("upstream", n.addr), zap.String("client", client.RemoteAddr().String()), zap.Error(err))
+		return true
 	}
+
+	if !start() {
+		return nil, nil, ErrNoUpstreams
+	}
+
+	headStart := b.settings.Load().DialHeadStart
+
+	race := time.NewTimer(headStart)
+	defer race.Stop()
+
+	if headStart <= 0 {
+		race.Stop()
+	}
+
+	var lastErr error
+
+	for pending > 0 {
+		select {
+		case r := <-results:
+			pending--
+
+			if r.err == nil {
+				if pending > 0 {
+					go b.discardDials(results, pending)
+				}
+
+				return r.conn, r.node, nil
+			}
+
+			lastErr = r.err
+			b.dialFailed(r.node, r.err)
+
+			if start() {
+				b.stats.retried.Add(1)
+			}
+		case <-race.C:
+			if start() {
+				b.stats.raced.Add(1)
+				race.Reset(headStart)
+			}
+		}
+	}
+
+	return nil, nil, errors.Join(ErrNoUpstreams, lastErr)
+}
+
+// discardDials collects the dials that lost a race: winners are closed,
+// failures still take their upstream out.
+func (b *Balancer) discardDials(results <-chan dialResult, pending int) {
+	for range pending {
+		r := <-results
+		if r.err == nil {
+			_ = r.conn.Close()
+		} else {
+			b.dialFailed(r.node, r.err)
+		}
+	}
+}
+
+func (b *Balancer) dialFailed(n *node, err error) {
+	n.counters.dialErrors[dialErrorReason(err)].Add(1)
+	b.suspend(n, err)
+	b.log.Warn("dial failed; trying the next upstream", zap.String("upstream", n.addr), zap.Error(err))
 }
 
 func (b *Balancer) dial(addr string) (net.Conn, error) {
@@ -91,7 +144,11 @@ func (b *Balancer) dial(addr string) (net.Conn, error) {
 
 	d := net.Dialer{KeepAlive: -1} // set by tune, the same way on both sides
 
-	return d.DialContext(ctx, "tcp", addr)
+	start := time.Now()
+	c, err := d.DialContext(ctx, "tcp", addr)
+	b.stats.dials.observe(time.Since(start))
+
+	return c, err
 }
 
 // tune applies keepalive and TCP_USER_TIMEOUT so that a peer that vanished
@@ -111,52 +168,6 @@ func (b *Balancer) tune(c net.Conn) {
 	if s.TCPUserTimeout > 0 {
 		_ = tcpproxy.SetTCPUserTimeout(tc, s.TCPUserTimeout)
 	}
-}
-
-// splice copies both ways and returns the bytes sent each way. A clean EOF
-// on one side is passed on as a half-close (FIN) and the other direction
-// keeps flowing; an error on either side ends both. Copies between two TCP
-// connections use splice(2).
-func splice(client, up net.Conn) (in, out int64) {
-	type result struct {
-		n   int64
-		err error
-	}
-
-	inc := make(chan result, 1)
-
-	go func() {
-		n, err := copyHalf(up, client)
-		inc <- result{n, err}
-	}()
-
-	out, err := copyHalf(client, up)
-	if err != nil {
-		// Unblock the other direction.
-		_ = client.Close()
-		_ = up.Close()
-	}
-
-	r := <-inc
-	if r.err != nil && err == nil {
-		_ = client.Close()
-		_ = up.Close()
-	}
-
-	return r.n, out
-}
-
-func copyHalf(dst, src net.Conn) (int64, error) {
-	n, err := io.Copy(dst, src)
-	if err != nil {
-		return n, err
-	}
-
-	if tc, ok := dst.(*net.TCPConn); ok {
-		return n, tc.CloseWrite()
-	}
-
-	return n, nil
 }
 
 // connSet tracks in-flight client connections, to drain them on shutdown

@@ -18,6 +18,9 @@ type counters struct {
 	retried        atomic.Uint64 // dials after a failed dial
 	closedRemoved  atomic.Uint64 // cut after their upstream left the set
 	closedShutdown atomic.Uint64 // cut after the drain timeout on shutdown
+	closedFailed   atomic.Uint64 // cut because their upstream failed its checks
+	raced          atomic.Uint64 // dials started while another was still pending
+	replayed       atomic.Uint64 // connections moved to another upstream before its first answer
 	dials          histogram
 }
 
@@ -98,6 +101,9 @@ type Stats struct {
 	RetriedDials   uint64
 	ClosedRemoved  uint64
 	ClosedShutdown uint64
+	ClosedFailed   uint64
+	RacedDials     uint64
+	Replayed       uint64
 	DialDuration   Histogram
 	Upstreams      []UpstreamStats
 }
@@ -118,6 +124,9 @@ func (b *Balancer) Stats() Stats {
 		RetriedDials:   b.stats.retried.Load(),
 		ClosedRemoved:  b.stats.closedRemoved.Load(),
 		ClosedShutdown: b.stats.closedShutdown.Load(),
+		ClosedFailed:   b.stats.closedFailed.Load(),
+		RacedDials:     b.stats.raced.Load(),
+		Replayed:       b.stats.replayed.Load(),
 		DialDuration:   b.stats.dials.snapshot(),
 	}
 

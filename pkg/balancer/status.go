@@ -32,7 +32,7 @@ func (b *Balancer) Status() []UpstreamStatus {
 		s := UpstreamStatus{
 			Address:           n.addr,
 			Healthy:           n.usable(),
-			Score:             n.score,
+			Score:             n.score(),
 			Tier:              int(n.tier),
 			Sources:           slices.Clone(n.sources),
 			ActiveConnections: n.active.Load(),

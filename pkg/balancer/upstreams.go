@@ -2,7 +2,6 @@ package balancer
 
 import (
 	"context"
-	"net"
 	"slices"
 	"sync/atomic"
 	"time"
@@ -23,7 +22,9 @@ type node struct {
 
 	// Guarded by b.mu.
 	sources   []string
-	score     float64
+	healthy   bool // by the fall/rise rule; new upstreams start healthy
+	fails     int  // failed checks in a row
+	passes    int  // passing checks in a row
 	tier      upstream.Tier
 	suspended bool // a dial failed since the last passing check
 	latency   time.Duration
@@ -74,7 +75,17 @@ func (n *node) HealthCheck(ctx context.Context) (upstream.Tier, error) {
 }
 
 // usable reports whether new connections may go to n.
-func (n *node) usable() bool { return n.score >= 0 && !n.suspended }
+func (n *node) usable() bool { return n.healthy && !n.suspended }
+
+// score is the current streak: passing checks in a row, or minus the
+// failed ones.
+func (n *node) score() float64 {
+	if n.fails > 0 {
+		return float64(-n.fails)
+	}
+
+	return float64(n.passes)
+}
 
 func (b *Balancer) probeFor(n *node) *probe {
 	b.mu.Lock()
@@ -99,28 +110,26 @@ func (b *Balancer) probeFor(n *node) *probe {
 func (b *Balancer) runProbe(addr string, p *probe) {
 	defer close(p.done)
 
-	ctx, cancel := context.WithTimeout(context.Background(), b.settings.Load().HealthTimeout)
+	s := b.settings.Load()
+
+	ctx, cancel := context.WithTimeout(context.Background(), s.HealthTimeout)
 	defer cancel()
 
-	start := time.Now()
-
-	var d net.Dialer
-
-	c, err := d.DialContext(ctx, "tcp", addr)
-	p.latency = time.Since(start)
-
-	if err != nil {
-		p.err = err
-
-		return
+	var check Checker = TCPCheck{}
+	if s.Check != nil {
+		check = s.Check
 	}
 
-	_ = c.Close()
+	start := time.Now()
+	p.err = check.Check(ctx, addr)
+	p.latency = time.Since(start)
 }
 
-// record applies a probe result to n the way upstream.List will, and
-// returns what List needs.
+// record applies a probe result to n under the fall/rise rule and returns
+// what upstream.List expects.
 func (b *Balancer) record(n *node, p *probe) (upstream.Tier, error) {
+	s := b.settings.Load()
+
 	b.mu.Lock()
 	defer b.mu.Unlock()
 
@@ -129,18 +138,32 @@ func (b *Balancer) record(n *node, p *probe) (upstream.Tier, error) {
 	}
 
 	was := n.usable()
+	n.latency = p.latency
 
 	if p.err != nil {
-		n.score = max(lowScore, n.score+failDelta)
+		n.fails++
+		n.passes = 0
 		n.lastErr = p.err
+
+		if n.healthy && n.fails >= max(s.Fall, 1) {
+			n.healthy = false
+
+			if s.ResetOnFailure {
+				go b.reset(n)
+			}
+		}
 	} else {
-		n.score = min(highScore, n.score+successDelta)
+		n.passes++
+		n.fails = 0
 		n.tier = tierOf(p.latency)
 		n.suspended = false
 		n.lastErr = nil
+
+		if !n.healthy && n.passes >= max(s.Rise, 1) {
+			n.healthy = true
+		}
 	}
 
-	n.latency = p.latency
 	b.logChange(n, was)
 
 	if p.err != nil {
@@ -148,6 +171,17 @@ func (b *Balancer) record(n *node, p *probe) (upstream.Tier, error) {
 	}
 
 	return n.tier, nil
+}
+
+// reset closes the client connections of an upstream that failed its
+// checks: waiting for TCP to notice a dead or hung peer takes minutes, a
+// reconnect through the proxy takes milliseconds.
+func (b *Balancer) reset(n *node) {
+	if cut := b.conns.closeNode(n); cut > 0 {
+		b.stats.closedFailed.Add(uint64(cut))
+		b.log.Warn("closed the connections of an unhealthy upstream so its clients reconnect elsewhere",
+			zap.String("upstream", n.addr), zap.Int("closed", cut))
+	}
 }
 
 // logChange logs a change of n's usability; b.mu is held.
@@ -158,7 +192,7 @@ func (b *Balancer) logChange(n *node, was bool) {
 	}
 
 	n.changed = time.Now()
-	fields := []zap.Field{zap.String("upstream", n.addr), zap.Float64("score", n.score)}
+	fields := []zap.Field{zap.String("upstream", n.addr), zap.Float64("score", n.score())}
 
 	if now {
 		b.log.Info("upstream healthy", append(fields, zap.Duration("latency", n.latency))...)
@@ -179,11 +213,12 @@ func (b *Balancer) suspend(n *node, err error) {
 	b.logChange(n, was)
 }
 
-// pick returns the upstream for the next connection attempt: round-robin
-// among the usable upstreams of the lowest tier, skipping those this client
-// already tried. Upstreams suspended by a failed dial are a last resort;
-// upstreams failing health checks are never tried, so with all of them down
-// a client is closed at once.
+// pick returns the upstream for the next connection attempt, skipping those
+// this client already tried: among the usable upstreams of the lowest
+// latency tier, the one with the fewest active connections, ties taken in
+// round-robin order. Upstreams suspended by a failed dial are a last
+// resort; upstreams failing health checks are never tried, so with all of
+// them down a client is closed at once.
 func (b *Balancer) pick(tried []*node) (*node, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -200,13 +235,13 @@ func (b *Balancer) pick(tried []*node) (*node, error) {
 		n := b.nodes[i]
 
 		switch {
-		case slices.Contains(tried, n) || n.score < 0:
+		case slices.Contains(tried, n) || !n.healthy:
 			continue
 		case n.suspended:
 			if lastResort == nil {
 				lastResort = n
 			}
-		case best == nil || n.tier < best.tier:
+		case best == nil || n.tier < best.tier || (n.tier == best.tier && n.active.Load() < best.active.Load()):
 			best, bestIdx = n, i
 		}
 	}
@@ -300,7 +335,7 @@ func (b *Balancer) reuseNodes(endpoints []Endpoint) []*node {
 		if i >= 0 {
 			n = b.nodes[i]
 		} else {
-			n = &node{addr: ep.Address, b: b, score: initialScore, changed: time.Now()}
+			n = &node{addr: ep.Address, b: b, healthy: true, changed: time.Now()}
 		}
 
 		n.sources = slices.Clone(ep.Sources)

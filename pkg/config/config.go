@@ -18,7 +18,15 @@ type Config struct {
 	Endpoints       []string
 	HealthInterval  time.Duration
 	HealthTimeout   time.Duration
+	HealthCheck     string
+	HealthPath      string
+	HealthCAFile    string
+	HealthInsecure  bool
+	HealthFall      int
+	HealthRise      int
 	DialTimeout     time.Duration
+	DialHeadStart   time.Duration
+	ResetOnFailure  bool
 	KeepAlivePeriod time.Duration
 	TCPUserTimeout  time.Duration
 	DrainTimeout    time.Duration
@@ -41,7 +49,13 @@ func Default() Config {
 		HealthPort:      7446,
 		HealthInterval:  5 * time.Second,
 		HealthTimeout:   3 * time.Second,
+		HealthCheck:     "https",
+		HealthPath:      "/readyz",
+		HealthFall:      1,
+		HealthRise:      2,
 		DialTimeout:     2 * time.Second,
+		DialHeadStart:   150 * time.Millisecond,
+		ResetOnFailure:  true,
 		KeepAlivePeriod: 30 * time.Second,
 		TCPUserTimeout:  30 * time.Second,
 		DrainTimeout:    5 * time.Second,

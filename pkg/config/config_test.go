@@ -89,6 +89,14 @@ endpoints = ["a.example:6443", "[fd00::1]:6443"]
 health_interval = "7s"
 health_timeout = "1s"
 dial_timeout = "500ms"
+health_check = "tcp"
+health_path = "/livez"
+health_ca_file = "/etc/ca.pem"
+health_insecure_skip_verify = true
+health_fall = 3
+health_rise = 4
+dial_head_start = "50ms"
+reset_on_failure = false
 keep_alive_period = "0s"
 tcp_user_timeout = "1m"
 drain_timeout = "9s"
@@ -105,6 +113,8 @@ log_format = "json"
 		BindAddress: "127.0.0.2", BindPort: 1, HealthAddress: "::1", HealthPort: 2,
 		Endpoints:      []string{"a.example:6443", "[fd00::1]:6443"},
 		HealthInterval: 7 * time.Second, HealthTimeout: time.Second, DialTimeout: 500 * time.Millisecond,
+		HealthCheck: "tcp", HealthPath: "/livez", HealthCAFile: "/etc/ca.pem", HealthInsecure: true, HealthFall: 3, HealthRise: 4,
+		DialHeadStart: 50 * time.Millisecond, ResetOnFailure: false,
 		KeepAlivePeriod: 0, TCPUserTimeout: time.Minute, DrainTimeout: 9 * time.Second,
 		EnableDiscovery: false, Kubeconfig: "/etc/k.conf", TLSServerName: "kubernetes", StateDirectory: "", CacheTTL: time.Hour,
 		LogLevel: "debug", LogFormat: "json",
@@ -123,7 +133,9 @@ log_format = "json"
 	env := map[string]string{
 		"EP_BIND_ADDRESS": "127.0.0.2", "EP_BIND_PORT": "1", "EP_HEALTH_ADDRESS": "::1", "EP_HEALTH_PORT": "2",
 		"EP_ENDPOINTS": "a.example:6443, [fd00::1]:6443", "EP_HEALTH_INTERVAL": "7s", "EP_HEALTH_TIMEOUT": "1s",
-		"EP_DIAL_TIMEOUT": "500ms", "EP_KEEP_ALIVE_PERIOD": "0s", "EP_TCP_USER_TIMEOUT": "1m",
+		"EP_DIAL_TIMEOUT": "500ms", "EP_KEEP_ALIVE_PERIOD": "0s",
+		"EP_HEALTH_CHECK": "tcp", "EP_HEALTH_PATH": "/livez", "EP_HEALTH_CA_FILE": "/etc/ca.pem", "EP_HEALTH_INSECURE_SKIP_VERIFY": "true",
+		"EP_HEALTH_FALL": "3", "EP_HEALTH_RISE": "4", "EP_DIAL_HEAD_START": "50ms", "EP_RESET_ON_FAILURE": "false", "EP_TCP_USER_TIMEOUT": "1m",
 		"EP_DRAIN_TIMEOUT": "9s", "EP_ENABLE_DISCOVERY": "false", "EP_LOG_LEVEL": "debug", "EP_LOG_FORMAT": "json",
 		"EP_KUBECONFIG": "/etc/k.conf", "EP_TLS_SERVER_NAME": "kubernetes", "EP_STATE_DIRECTORY": "", "EP_CACHE_TTL": "1h",
 		"EP_CONFIG": writeConfig(t, ""),

@@ -19,7 +19,15 @@ type Flags struct {
 	Endpoints       *[]string      `name:"endpoints" placeholder:"HOST:PORT,..." sep:"," group:"Upstreams" help:"Static API server endpoints, always part of the upstream set."`
 	HealthInterval  *time.Duration `name:"health-interval" placeholder:"DURATION" group:"Upstreams" help:"Interval between upstream health checks."`
 	HealthTimeout   *time.Duration `name:"health-timeout" placeholder:"DURATION" group:"Upstreams" help:"Timeout of one upstream health check; less than the interval."`
+	HealthCheck     *string        `name:"health-check" placeholder:"https|tcp" group:"Upstreams" help:"Health check: https (GET health_path over TLS; 200 is healthy, 401/403 count as up, anything else or a timeout as down) or tcp (a connect). Without a CA for https, tcp is used and logged."`
+	HealthPath      *string        `name:"health-path" placeholder:"PATH" group:"Upstreams" help:"Path of the https health check."`
+	HealthCAFile    *string        `name:"health-ca-file" placeholder:"PATH" group:"Upstreams" help:"CA bundle for the https health check. Empty: the discovery kubeconfig's CA, else the in-cluster CA, else /etc/kubernetes/pki/ca.crt."`
+	HealthInsecure  *bool          `name:"health-insecure-skip-verify" negatable:"" group:"Upstreams" help:"Do not verify the API server certificate in https health checks. Only by explicit choice."`
+	HealthFall      *int           `name:"health-fall" placeholder:"N" group:"Upstreams" help:"Failed checks in a row that take an upstream out."`
+	HealthRise      *int           `name:"health-rise" placeholder:"N" group:"Upstreams" help:"Passing checks in a row that bring an upstream back."`
 	DialTimeout     *time.Duration `name:"dial-timeout" placeholder:"DURATION" group:"Upstreams" help:"Timeout of one dial to an upstream before the next upstream is tried."`
+	DialHeadStart   *time.Duration `name:"dial-head-start" placeholder:"DURATION" group:"Upstreams" help:"If a dial has not connected within this time, the next upstream is dialed in parallel and the first to connect wins."`
+	ResetOnFailure  *bool          `name:"reset-on-failure" negatable:"" group:"Upstreams" help:"Close the client connections of an upstream that turns unhealthy, so clients reconnect to a healthy one at once."`
 	KeepAlivePeriod *time.Duration `name:"keep-alive-period" placeholder:"DURATION" group:"Upstreams" help:"TCP keepalive period on both sides of a proxied connection."`
 	TCPUserTimeout  *time.Duration `name:"tcp-user-timeout" placeholder:"DURATION" group:"Upstreams" help:"TCP_USER_TIMEOUT on both sides: how long unacknowledged data may wait before the connection is dropped."`
 	DrainTimeout    *time.Duration `name:"drain-timeout" placeholder:"DURATION" group:"Upstreams" help:"How long in-flight connections may finish, on shutdown or after their upstream left the set, before they are closed."`

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -29,6 +30,14 @@ func validate(c Config, sources map[string]Source, broken map[string]bool) []err
 	v.positive("health_interval", c.HealthInterval)
 	v.positive("health_timeout", c.HealthTimeout)
 	v.positive("dial_timeout", c.DialTimeout)
+	v.positive("dial_head_start", c.DialHeadStart)
+	v.oneOf("health_check", c.HealthCheck, "https", "tcp")
+	v.count("health_fall", c.HealthFall)
+	v.count("health_rise", c.HealthRise)
+
+	if !strings.HasPrefix(c.HealthPath, "/") {
+		v.fail("health_path", -1, "%q must start with /", c.HealthPath)
+	}
 	v.nonNegative("keep_alive_period", c.KeepAlivePeriod)
 	v.nonNegative("tcp_user_timeout", c.TCPUserTimeout)
 	v.nonNegative("drain_timeout", c.DrainTimeout)
@@ -164,6 +173,12 @@ func (v *validator) positive(key string, d time.Duration) {
 func (v *validator) nonNegative(key string, d time.Duration) {
 	if d < 0 {
 		v.fail(key, -1, "%s must not be negative", d)
+	}
+}
+
+func (v *validator) count(key string, n int) {
+	if n < 1 || n > 100 {
+		v.fail(key, -1, "%d out of range (1-100)", n)
 	}
 }
 

@@ -102,7 +102,7 @@ func New(opts Options) (*Daemon, error) {
 	d.lb, err = balancer.New(balancer.Options{
 		Listener: ln,
 		Logger:   d.log.Named("balancer"),
-		Settings: balancerSettings(cfg),
+		Settings: d.balancerSettings(cfg),
 	}, d.set.endpoints())
 	if err != nil {
 		_ = ln.Close()
@@ -143,11 +143,16 @@ func (d *Daemon) listener(ln net.Listener, what, addr string, port int) (net.Lis
 	return l, nil
 }
 
-func balancerSettings(c config.Config) balancer.Settings {
+func (d *Daemon) balancerSettings(c config.Config) balancer.Settings {
 	return balancer.Settings{
 		HealthInterval:  c.HealthInterval,
 		HealthTimeout:   c.HealthTimeout,
+		Check:           d.checker(c),
+		Fall:            c.HealthFall,
+		Rise:            c.HealthRise,
+		ResetOnFailure:  c.ResetOnFailure,
 		DialTimeout:     c.DialTimeout,
+		DialHeadStart:   c.DialHeadStart,
 		KeepAlivePeriod: c.KeepAlivePeriod,
 		TCPUserTimeout:  c.TCPUserTimeout,
 		DrainTimeout:    c.DrainTimeout,

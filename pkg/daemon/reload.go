@@ -78,7 +78,7 @@ func (d *Daemon) apply(next config.Config) {
 		d.log.Error("reload: upstreams not changed", zap.Error(err))
 	}
 
-	if err := d.lb.Apply(balancerSettings(next)); err != nil {
+	if err := d.lb.Apply(d.balancerSettings(next)); err != nil {
 		d.log.Error("reload: health-check settings not changed", zap.Error(err))
 	}
 

@@ -62,6 +62,8 @@ var (
 	rejected     = desc("connections_rejected_total", "Client connections closed because no upstream could take them.")
 	closed       = desc("connections_closed_total", "Client connections closed by the proxy, by reason.", "reason")
 	retries      = desc("dial_retries_total", "Dials to another upstream after a failed dial for the same client.")
+	races        = desc("dial_races_total", "Dials to another upstream started because a dial had not connected within the head start.")
+	replays      = desc("connections_replayed_total", "Client connections moved to another upstream, their first bytes replayed, because theirs ended before answering.")
 	dialDuration = desc("dial_duration_seconds", "Duration of dials to upstreams, failed ones included.")
 
 	discState    = desc("discovery_watch_state", "The discovery watch's state (1 for the current one).", "state")
@@ -83,7 +85,7 @@ type collector struct {
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		upHealthy, upScore, upTier, upLatency, upActive, upConns, upDialErrors, upSent, upReceived, upChanged, upInfo,
-		accepted, rejected, closed, retries, dialDuration, discState, discEvents, discErrors, discLastSync, cacheAge, reloads, buildInfo,
+		accepted, rejected, closed, retries, races, replays, dialDuration, discState, discEvents, discErrors, discLastSync, cacheAge, reloads, buildInfo,
 	} {
 		ch <- d
 	}
@@ -121,7 +123,10 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	counter(rejected, b.Rejected)
 	counter(closed, b.ClosedRemoved, "upstream_removed")
 	counter(closed, b.ClosedShutdown, "shutdown")
+	counter(closed, b.ClosedFailed, "upstream_failed")
 	counter(retries, b.RetriedDials)
+	counter(races, b.RacedDials)
+	counter(replays, b.Replayed)
 	ch <- dialHistogram(b.DialDuration)
 
 	c.collectDiscovery(s.Discovery, gauge, counter)

@@ -100,6 +100,12 @@ type Balancer struct {
 	proxyDone chan struct{}
 	proxyErr  error
 	closing   bool
+
+	// ctx ends on Shutdown: pending dials give up and background work
+	// (bg) finishes before Shutdown returns.
+	ctx    context.Context
+	cancel context.CancelFunc
+	bg     sync.WaitGroup
 }
 
 // New creates a Balancer for the given endpoints. Call Start to serve.
@@ -117,6 +123,7 @@ func New(opts Options, endpoints []Endpoint) (*Balancer, error) {
 	}
 
 	b := &Balancer{log: opts.Logger, proxyDone: make(chan struct{}), cursor: -1}
+	b.ctx, b.cancel = context.WithCancel(context.Background())
 	b.settings.Store(&opts.Settings)
 	b.conns.init()
 	b.ln = newRetryListener(opts.Listener, b.log)
@@ -217,6 +224,9 @@ func (b *Balancer) Shutdown(ctx context.Context) int {
 
 	cut := b.conns.drain(ctx)
 	b.stats.closedShutdown.Add(uint64(cut))
+
+	b.cancel()
+	b.bg.Wait()
 
 	return cut
 }

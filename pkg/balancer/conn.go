@@ -96,7 +96,7 @@ func (b *Balancer) connectRacing(tried *[]*node) (net.Conn, *node, error) {
 
 			if r.err == nil {
 				if pending > 0 {
-					go b.discardDials(results, pending)
+					b.bg.Go(func() { b.discardDials(results, pending) })
 				}
 
 				return r.conn, r.node, nil
@@ -139,7 +139,7 @@ func (b *Balancer) dialFailed(n *node, err error) {
 }
 
 func (b *Balancer) dial(addr string) (net.Conn, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), b.settings.Load().DialTimeout)
+	ctx, cancel := context.WithTimeout(b.ctx, b.settings.Load().DialTimeout)
 	defer cancel()
 
 	d := net.Dialer{KeepAlive: -1} // set by tune, the same way on both sides

@@ -149,7 +149,7 @@ func (b *Balancer) record(n *node, p *probe) (upstream.Tier, error) {
 			n.healthy = false
 
 			if s.ResetOnFailure {
-				go b.reset(n)
+				b.bg.Go(func() { b.reset(n) })
 			}
 		}
 	} else {
@@ -303,6 +303,10 @@ func (b *Balancer) retire(n *node) {
 		zap.String("upstream", n.addr), zap.Int64("active_connections", n.active.Load()), zap.Duration("drain_timeout", drain))
 
 	time.AfterFunc(drain, func() {
+		if b.ctx.Err() != nil {
+			return // shut down: drain already closed everything
+		}
+
 		if cut := b.conns.closeNode(n); cut > 0 {
 			b.stats.closedRemoved.Add(uint64(cut))
 			b.log.Info("closed connections to a removed upstream", zap.String("upstream", n.addr), zap.Int("closed", cut))

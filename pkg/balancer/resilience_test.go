@@ -1,0 +1,385 @@
+package balancer
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/zap/zaptest"
+)
+
+// replier is a client-first upstream: it reads a line and answers
+// "<name>:<line>".
+func replier(t *testing.T, name string) string {
+	t.Helper()
+
+	ln, err := net.Listen("tcp", loopbackIP()+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	t.Cleanup(func() { ln.Close() })
+
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+
+			go func() {
+				defer c.Close()
+
+				line, err := bufio.NewReader(c).ReadString('\n')
+				if err == nil {
+					_, _ = io.WriteString(c, name+":"+line)
+				}
+			}()
+		}
+	}()
+
+	return ln.Addr().String()
+}
+
+// dier accepts, reads the client's first bytes and resets the connection
+// without answering, as a crashing API server's kernel does.
+func dier(t *testing.T) string {
+	t.Helper()
+
+	ln, err := net.Listen("tcp", loopbackIP()+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	t.Cleanup(func() { ln.Close() })
+
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+
+			go func() {
+				_, _ = bufio.NewReader(c).ReadString('\n')
+				_ = c.(*net.TCPConn).SetLinger(0) // RST
+				c.Close()
+			}()
+		}
+	}()
+
+	return ln.Addr().String()
+}
+
+func startBalancer(t *testing.T, s Settings, addrs ...string) *Balancer {
+	t.Helper()
+
+	ln, err := net.Listen("tcp", loopbackIP()+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	eps := make([]Endpoint, len(addrs))
+	for i, a := range addrs {
+		eps[i] = Endpoint{Address: a}
+	}
+
+	b, err := New(Options{Listener: ln, Logger: zaptest.NewLogger(t), Settings: s}, eps)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	if err := b.Start(); err != nil {
+		t.Fatal(err)
+	}
+
+	t.Cleanup(func() { b.Shutdown(context.Background()) })
+
+	return b
+}
+
+func ask(t *testing.T, b *Balancer, line string) string {
+	t.Helper()
+
+	c, err := dialProxy(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+
+	if _, err := io.WriteString(c, line+"\n"); err != nil {
+		t.Fatal(err)
+	}
+
+	answer, err := c.r.ReadString('\n')
+	if err != nil {
+		t.Fatalf("no answer through the proxy: %v", err)
+	}
+
+	return strings.TrimSuffix(answer, "\n")
+}
+
+var quiet = Settings{HealthInterval: time.Hour, HealthTimeout: time.Second, DialTimeout: time.Second, DrainTimeout: time.Hour}
+
+func TestReplayWhenTheUpstreamDiesBeforeAnswering(t *testing.T) {
+	t.Parallel()
+
+	dead, live := dier(t), replier(t, "b")
+	b := startBalancer(t, quiet, dead, live)
+
+	// The first pick is the dying upstream: it accepts, reads, resets.
+	if got := ask(t, b, "hello"); got != "b:hello" {
+		t.Fatalf("answer %q, want b:hello (replayed to the next upstream)", got)
+	}
+
+	if n := b.Stats().Replayed; n != 1 {
+		t.Fatalf("replayed %d connections, want 1", n)
+	}
+
+	if statusOf(b, dead).Healthy {
+		t.Fatal("the upstream that reset before answering is still used")
+	}
+}
+
+func TestNoReplayAfterTheFirstAnswer(t *testing.T) {
+	t.Parallel()
+
+	a := startServer(t, "a") // answers first (a greeting), then dies below
+	bs := startServer(t, "b")
+	b := startBalancer(t, quiet, a.addr(), bs.addr())
+
+	c, err := dialProxy(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+
+	if name, _ := c.greeting(); name != "a" {
+		t.Fatalf("served by %q", name)
+	}
+
+	a.kill()
+
+	// Bytes from a reached the client: moving would corrupt the stream.
+	if _, err := c.r.ReadByte(); err == nil {
+		t.Fatal("the connection survived its upstream's death after answering")
+	}
+
+	if n := b.Stats().Replayed; n != 0 {
+		t.Fatalf("replayed %d connections after an answer", n)
+	}
+}
+
+// blackhole returns an address whose SYNs go unanswered: a listener whose
+// accept queue is full drops them, as a firewall would.
+func blackhole(t *testing.T) string {
+	t.Helper()
+
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	t.Cleanup(func() { syscall.Close(fd) })
+
+	ip := net.ParseIP(loopbackIP()).To4()
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte(ip)}); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := syscall.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+
+	sa, _ := syscall.Getsockname(fd)
+	addr := net.JoinHostPort(ip.String(), itoa(sa.(*syscall.SockaddrInet4).Port))
+
+	// Fill the queue; then connects hang.
+	for {
+		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+		if err != nil {
+			break
+		}
+
+		t.Cleanup(func() { c.Close() })
+	}
+
+	return addr
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }
+
+func TestRacingDialBeatsABlackhole(t *testing.T) {
+	t.Parallel()
+
+	hole, live := blackhole(t), replier(t, "b")
+	s := quiet
+	s.HealthTimeout = time.Minute // the checks must not find the hole first
+	s.DialTimeout = 30 * time.Second
+	s.DialHeadStart = 50 * time.Millisecond
+
+	b := startBalancer(t, s, hole, live)
+
+	if got := ask(t, b, "hi"); got != "b:hi" {
+		t.Fatalf("answer %q, want b:hi", got)
+	}
+
+	if n := b.Stats().RacedDials; n < 1 {
+		t.Fatalf("raced dials %d, want at least 1", n)
+	}
+}
+
+func TestLeastConnections(t *testing.T) {
+	t.Parallel()
+
+	a, bs := startServer(t, "a"), startServer(t, "b")
+	b := newBalancer(t, a.addr(), bs.addr())
+
+	held := map[string][]*client{}
+
+	for range 4 {
+		c, err := dialProxy(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+
+		name, err := c.greeting()
+		if err != nil {
+			t.Fatal(err)
+		}
+
+		held[name] = append(held[name], c)
+	}
+
+	if len(held["a"]) != 2 || len(held["b"]) != 2 {
+		t.Fatalf("4 connections split %d/%d, want 2/2", len(held["a"]), len(held["b"]))
+	}
+
+	for _, c := range held["b"] {
+		c.Close()
+	}
+
+	waitFor(t, "b's connections to end", func() bool { return statusOf(b, bs.addr()).ActiveConnections == 0 })
+
+	for range 2 {
+		if got := servedBy(t, b); got != "b" {
+			t.Fatalf("new connection went to %q with a holding 2 and b none", got)
+		}
+	}
+}
+
+// flaky answers checks as told.
+type flaky struct{ down atomic.Bool }
+
+func (f *flaky) Check(context.Context, string) error {
+	if f.down.Load() {
+		return errors.New("down")
+	}
+
+	return nil
+}
+
+func TestFallRiseAndResetOnFailure(t *testing.T) {
+	t.Parallel()
+
+	a, bs := startServer(t, "a"), startServer(t, "b")
+	check := &flaky{}
+	s := Settings{HealthInterval: 10 * time.Millisecond, HealthTimeout: time.Second, DialTimeout: time.Second,
+		Check: check, Fall: 2, Rise: 3, ResetOnFailure: true, DrainTimeout: time.Hour}
+	b := startBalancer(t, s, a.addr())
+
+	if err := b.SetUpstreams([]Endpoint{{Address: a.addr()}, {Address: bs.addr()}}); err != nil {
+		t.Fatal(err)
+	}
+
+	onA, err := dialProxy(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer onA.Close()
+
+	if name, _ := onA.greeting(); name != "a" {
+		t.Fatalf("served by %q", name)
+	}
+
+	check.down.Store(true)
+	waitFor(t, "two failed checks to take the upstreams out", func() bool { return !b.Ready() })
+
+	// Its clients are closed so they reconnect elsewhere at once.
+	if _, err := onA.r.ReadByte(); err == nil {
+		t.Fatal("a client of the failed upstream is still connected")
+	}
+
+	if n := b.Stats().ClosedFailed; n < 1 {
+		t.Fatalf("closed %d connections of failed upstreams, want at least 1", n)
+	}
+
+	if st := statusOf(b, a.addr()); st.Score > -2 {
+		t.Fatalf("score %v after the fall, want at most -2", st.Score)
+	}
+
+	check.down.Store(false)
+	waitFor(t, "three passing checks to bring them back", b.Ready)
+
+	if st := statusOf(b, a.addr()); st.Score < 3 {
+		t.Fatalf("back with score %v, want at least 3 (rise)", st.Score)
+	}
+}
+
+func TestHTTPSCheck(t *testing.T) {
+	t.Parallel()
+
+	var code atomic.Int32
+	code.Store(http.StatusOK)
+
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/readyz" {
+			http.NotFound(w, r)
+
+			return
+		}
+
+		w.WriteHeader(int(code.Load()))
+	}))
+	defer srv.Close()
+
+	tlsConfig := srv.Client().Transport.(*http.Transport).TLSClientConfig.Clone()
+	check := NewHTTPSCheck(tlsConfig, "/readyz")
+	addr := srv.Listener.Addr().String()
+
+	for _, tc := range []struct {
+		code int
+		ok   bool
+	}{
+		{http.StatusOK, true},
+		{http.StatusUnauthorized, true}, // anonymous access off: up, as far as TCP would know
+		{http.StatusForbidden, true},
+		{http.StatusServiceUnavailable, false}, // graceful shutdown: /readyz red
+		{http.StatusInternalServerError, false},
+	} {
+		code.Store(int32(tc.code))
+
+		err := check.Check(context.Background(), addr)
+		if (err == nil) != tc.ok {
+			t.Errorf("HTTP %d: Check() = %v, want ok=%v", tc.code, err, tc.ok)
+		}
+	}
+
+	// An untrusted certificate fails.
+	strict := NewHTTPSCheck(&tls.Config{MinVersion: tls.VersionTLS12}, "/readyz")
+	if err := strict.Check(context.Background(), addr); err == nil {
+		t.Error("a certificate from an unknown CA passed")
+	}
+}

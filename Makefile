@@ -11,7 +11,7 @@ GOARCH  ?= $(shell $(GO) env GOARCH)
 NFPM    := $(GO) tool -modfile=tools/go.mod nfpm
 LDFLAGS := -s -w -X $(MODULE)/pkg/version.Version=$(VERSION) -X $(MODULE)/pkg/version.Commit=$(COMMIT)
 
-.PHONY: help build share package test-packages run demo test test-unit test-units test-integration kube-bins lint clean
+.PHONY: help build share package test-packages run demo test test-unit test-fuzz test-units test-integration kube-bins lint clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -43,11 +43,16 @@ demo: build ## run 3 real kube-apiservers and extractedprism in front of them
 	$(GO) test -c -tags demo -o bin/demo.test ./test/demo && \
 	cd test/demo && DEMO_SHELL=$$([ -t 0 ] && echo 1) ../../hack/netns-run.sh ../../bin/demo.test -test.run TestDemo -test.timeout 0
 
-test: test-unit test-units test-packages test-integration ## run every test (what CI runs)
+test: test-unit test-fuzz test-units test-packages test-integration ## run every test (what CI runs)
 
 test-unit: ## unit, CLI and loopback tests, with the race detector
 	$(GO) vet ./...
 	$(GO) test -race -count=1 ./...
+
+FUZZTIME ?= 10s
+test-fuzz: ## a bounded fuzz run of the config loader and the slice conversion (seed corpus in the tests)
+	$(GO) test -run '^$$' -fuzz '^FuzzLoad$$' -fuzztime $(FUZZTIME) ./pkg/config
+	$(GO) test -run '^$$' -fuzz '^FuzzFromSlice$$' -fuzztime $(FUZZTIME) ./pkg/discovery
 
 test-units: build ## systemd-analyze verify + security exposure of the units
 	hack/check-units.sh bin/extractedprism

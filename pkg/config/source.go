@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
+	"unicode"
 )
 
 // SourceKind says which layer a value came from.
@@ -60,6 +62,22 @@ type FieldError struct {
 }
 
 func (e *FieldError) Error() string {
+	return printable(e.text())
+}
+
+// printable escapes control characters, so that each error stays on one
+// line whatever the input held.
+func printable(s string) string {
+	return strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return '?'
+		}
+
+		return r
+	}, s)
+}
+
+func (e *FieldError) text() string {
 	elem := ""
 	if e.Index >= 0 {
 		elem = "[" + strconv.Itoa(e.Index) + "]"

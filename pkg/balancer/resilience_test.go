@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -382,4 +383,58 @@ func TestHTTPSCheck(t *testing.T) {
 	if err := strict.Check(context.Background(), addr); err == nil {
 		t.Error("a certificate from an unknown CA passed")
 	}
+}
+
+func openFDs(t *testing.T) int {
+	t.Helper()
+
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	return len(entries)
+}
+
+// An idle proxied connection holds its two sockets and nothing else: no
+// splice pipes, which io.Copy would keep for the connection's lifetime.
+// Not parallel: it counts the whole process's descriptors.
+func TestIdleConnectionsHoldNoPipes(t *testing.T) {
+	up := startServer(t, "up")
+	b := newBalancer(t, up.addr())
+
+	// Warm Go's pipe pool with real traffic first.
+	if err := oneExchangeErr(b); err != nil {
+		t.Fatal(err)
+	}
+
+	const n = 100
+
+	before := openFDs(t)
+
+	for range n {
+		c, err := dialProxy(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+
+		if _, err := c.greeting(); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	waitFor(t, "all connections proxied", func() bool { return b.Active() == n })
+
+	// Per connection: the client's socket and the upstream server's socket
+	// (this process plays both), and the proxy's two.
+	if per := float64(openFDs(t)-before) / n; per > 4.1 {
+		t.Fatalf("%.2f descriptors per idle proxied connection, want 4 (2 in the proxy)", per)
+	}
+}
+
+func oneExchangeErr(b *Balancer) error {
+	_, err := oneExchange(b)
+
+	return err
 }

@@ -122,7 +122,7 @@ func (s *session) clientToUpstream() (int64, error) {
 	}
 
 	up, _ := s.current()
-	n, err := io.Copy(up, s.client)
+	n, err := pump(up, s.client)
 	total += n
 
 	if err != nil {
@@ -174,7 +174,7 @@ func (s *session) upstreamToClient() (int64, error) {
 				return int64(n), werr
 			}
 
-			rest, err := io.Copy(s.client, up)
+			rest, err := pump(s.client, up)
 			if err != nil {
 				return int64(n) + rest, err
 			}

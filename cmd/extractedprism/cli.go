@@ -29,6 +29,7 @@ type cli struct {
 	Run         runCmd         `cmd:"" default:"withargs" help:"Run the load balancer (also what a bare 'extractedprism' does)."`
 	CheckConfig checkConfigCmd `cmd:"" help:"Load and validate the configuration, print the effective values and their sources."`
 	Status      statusCmd      `cmd:"" help:"Show the upstreams of the local daemon, from its health server."`
+	Doctor      doctorCmd      `cmd:"" help:"Check this node for what usually goes wrong, and say how to fix it."`
 	Version     versionCmd     `cmd:"" help:"Print version, commit and Go version."`
 	Completion  completionCmd  `cmd:"" help:"Print a shell completion script (bash, zsh or fish)."`
 	Man         manCmd         `cmd:"" help:"Print the man page (roff)."`
@@ -82,6 +83,8 @@ func exitFor(err error, stderr io.Writer) int {
 	switch {
 	case err == nil:
 		return exitOK
+	case errors.Is(err, errUnhealthy):
+		return exitConfig
 	case errors.Is(err, config.ErrInvalid):
 		fmt.Fprintln(stderr, "extractedprism: invalid configuration:")
 

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -17,6 +18,8 @@ import (
 
 	"github.com/lexfrei/extractedprism/pkg/config"
 	"github.com/lexfrei/extractedprism/pkg/daemon"
+	"github.com/lexfrei/extractedprism/pkg/discovery"
+	"github.com/lexfrei/extractedprism/pkg/doctor"
 	"github.com/lexfrei/extractedprism/pkg/logging"
 	"github.com/lexfrei/extractedprism/pkg/status"
 	"github.com/lexfrei/extractedprism/pkg/systemd"
@@ -189,4 +192,51 @@ func (v *versionCmd) Run(e *env) error {
 	_, err := fmt.Fprintln(e.stdout, info)
 
 	return err
+}
+
+type doctorCmd struct {
+	config.Flags `embed:""`
+
+	KubeletKubeconfig string `name:"kubelet-kubeconfig" placeholder:"PATH" default:"/etc/kubernetes/kubelet.conf" help:"kubelet's kubeconfig, checked to point at the proxy; skipped when missing."`
+}
+
+// errUnhealthy makes doctor exit non-zero after it printed its findings.
+var errUnhealthy = errors.New("doctor found problems")
+
+func (c *doctorCmd) Run(e *env) error {
+	l, err := load(c.Flags)
+	if err != nil {
+		fmt.Fprintln(e.stdout, "fail  configuration: invalid")
+
+		return err
+	}
+
+	fmt.Fprintf(e.stdout, "ok    configuration: %s\n", l.Path)
+
+	opts := doctor.Options{Config: l.Config, Proxy: proxyAddr(l.Config)}
+	if _, err := os.Stat(c.KubeletKubeconfig); err == nil {
+		opts.KubeletKubeconfig = c.KubeletKubeconfig
+	}
+
+	if pool, _, err := discovery.CAPool(l.Config.HealthCAFile, l.Config.Kubeconfig); err == nil {
+		opts.RootCAs = pool
+	}
+
+	for _, r := range doctor.Run(e.ctx, e.stdout, opts) {
+		if r.Verdict == doctor.Fail {
+			return errUnhealthy
+		}
+	}
+
+	return nil
+}
+
+// proxyAddr is where local clients reach the proxy.
+func proxyAddr(c config.Config) string {
+	host := c.BindAddress
+	if ip, err := netip.ParseAddr(host); err == nil && ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+
+	return net.JoinHostPort(host, strconv.Itoa(c.BindPort))
 }

@@ -83,7 +83,10 @@ func dier(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-func startBalancer(t *testing.T, s Settings, addrs ...string) *Balancer {
+// startBalancer starts a balancer; unless the first health-check round
+// cannot finish (a blackhole), it waits for it, so that the round's results
+// cannot land in the middle of the test.
+func startBalancer(t *testing.T, s Settings, waitFirstCheck bool, addrs ...string) *Balancer {
 	t.Helper()
 
 	ln, err := net.Listen("tcp", loopbackIP()+":0")
@@ -106,6 +109,15 @@ func startBalancer(t *testing.T, s Settings, addrs ...string) *Balancer {
 	}
 
 	t.Cleanup(func() { b.Shutdown(context.Background()) })
+
+	if waitFirstCheck {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+
+		if err := b.WaitFirstCheck(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
 
 	return b
 }
@@ -137,7 +149,7 @@ func TestReplayWhenTheUpstreamDiesBeforeAnswering(t *testing.T) {
 	t.Parallel()
 
 	dead, live := dier(t), replier(t, "b")
-	b := startBalancer(t, quiet, dead, live)
+	b := startBalancer(t, quiet, true, dead, live)
 
 	// The first pick is the dying upstream: it accepts, reads, resets.
 	if got := ask(t, b, "hello"); got != "b:hello" {
@@ -158,7 +170,7 @@ func TestNoReplayAfterTheFirstAnswer(t *testing.T) {
 
 	a := startServer(t, "a") // answers first (a greeting), then dies below
 	bs := startServer(t, "b")
-	b := startBalancer(t, quiet, a.addr(), bs.addr())
+	b := startBalancer(t, quiet, true, a.addr(), bs.addr())
 
 	c, err := dialProxy(b)
 	if err != nil {
@@ -230,7 +242,7 @@ func TestRacingDialBeatsABlackhole(t *testing.T) {
 	s.DialTimeout = 30 * time.Second
 	s.DialHeadStart = 50 * time.Millisecond
 
-	b := startBalancer(t, s, hole, live)
+	b := startBalancer(t, s, false, hole, live)
 
 	if got := ask(t, b, "hi"); got != "b:hi" {
 		t.Fatalf("answer %q, want b:hi", got)
@@ -299,7 +311,7 @@ func TestFallRiseAndResetOnFailure(t *testing.T) {
 	check := &flaky{}
 	s := Settings{HealthInterval: 10 * time.Millisecond, HealthTimeout: time.Second, DialTimeout: time.Second,
 		Check: check, Fall: 2, Rise: 3, ResetOnFailure: true, DrainTimeout: time.Hour}
-	b := startBalancer(t, s, a.addr())
+	b := startBalancer(t, s, true, a.addr())
 
 	if err := b.SetUpstreams([]Endpoint{{Address: a.addr()}, {Address: bs.addr()}}); err != nil {
 		t.Fatal(err)

@@ -450,3 +450,94 @@ func oneExchangeErr(b *Balancer) error {
 
 	return err
 }
+
+// hung is an upstream whose process has stopped: the kernel completes TCP
+// handshakes into the backlog, nothing ever answers.
+func hung(t *testing.T) string {
+	t.Helper()
+
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	t.Cleanup(func() { syscall.Close(fd) })
+
+	ip := net.ParseIP(loopbackIP()).To4()
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte(ip)}); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := syscall.Listen(fd, 1024); err != nil {
+		t.Fatal(err)
+	}
+
+	sa, _ := syscall.Getsockname(fd)
+
+	return net.JoinHostPort(ip.String(), itoa(sa.(*syscall.SockaddrInet4).Port))
+}
+
+// A hung upstream passes TCP checks forever (HAProxy and nginx kept sending
+// a third of all connections into one); the https check times out on it,
+// and once it is down it gets no new connection.
+func TestHungUpstreamCaughtByHTTPSCheck(t *testing.T) {
+	t.Parallel()
+
+	live := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") }))
+	defer live.Close()
+
+	stuck := hung(t)
+
+	if err := (TCPCheck{}).Check(context.Background(), stuck); err != nil {
+		t.Fatalf("the hung upstream fails even a TCP check, the test proves nothing: %v", err)
+	}
+
+	tlsConfig := live.Client().Transport.(*http.Transport).TLSClientConfig.Clone()
+	s := Settings{HealthInterval: 50 * time.Millisecond, HealthTimeout: 40 * time.Millisecond, DialTimeout: time.Second,
+		Check: NewHTTPSCheck(tlsConfig, "/readyz"), DrainTimeout: time.Hour}
+	b := startBalancer(t, s, true, stuck, live.Listener.Addr().String())
+
+	waitFor(t, "the hung upstream to be marked down", func() bool { return !statusOf(b, stuck).Healthy })
+
+	before := statusOf(b, stuck).TotalConnections
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, DisableKeepAlives: true, //nolint:gosec // the proxy's address is not in the test certificate
+	}}
+
+	for i := range 20 {
+		resp, err := client.Get("https://" + b.Addr().String() + "/")
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		resp.Body.Close()
+	}
+
+	if after := statusOf(b, stuck).TotalConnections; after != before {
+		t.Fatalf("%d new connections went to the hung upstream after it was marked down", after-before)
+	}
+}
+
+// Clients that connect and send nothing hold their connections but slow
+// nobody else down.
+func TestSlowLorisDoesNotStarveOthers(t *testing.T) {
+	t.Parallel()
+
+	up := replier(t, "up")
+	b := startBalancer(t, quiet, true, up)
+
+	for range 500 {
+		c, err := dialProxy(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+
+		if _, err := io.WriteString(c, "sl"); err != nil { // a request that never ends
+			t.Fatal(err)
+		}
+	}
+
+	if got := ask(t, b, "hi"); got != "up:hi" {
+		t.Fatalf("with 500 slow clients, a normal one got %q", got)
+	}
+}

@@ -549,3 +549,36 @@ func TestRemovedUpstreamIsDrainedThenClosed(t *testing.T) {
 		t.Fatalf("reconnected to %q, want b", got)
 	}
 }
+
+func TestIPv6(t *testing.T) {
+	t.Parallel()
+
+	up, err := net.Listen("tcp", "[::1]:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer up.Close()
+
+	go func() {
+		for {
+			c, err := up.Accept()
+			if err != nil {
+				return
+			}
+
+			_, _ = io.WriteString(c, "v6\n")
+			c.Close()
+		}
+	}()
+
+	ln, err := net.Listen("tcp", "[::1]:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	b := newBalancerOn(t, ln, up.Addr().String())
+
+	if got := servedBy(t, b); got != "v6" {
+		t.Fatalf("served by %q over IPv6", got)
+	}
+}

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"go.uber.org/zap"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/lexfrei/extractedprism/pkg/balancer"
 	"github.com/lexfrei/extractedprism/pkg/config"
@@ -131,7 +130,7 @@ func (d *Daemon) startDiscovery(ctx context.Context) {
 	rc = discovery.ThroughProxy(rc, dialable(d.lb.Addr()), cfg.TLSServerName)
 	rc.UserAgent = "extractedprism/" + version.Get().Version
 
-	client, err := kubernetes.NewForConfig(rc)
+	client, err := discovery.NewClient(rc)
 	if err != nil {
 		d.setDiscoveryOff("off: " + err.Error())
 		d.log.Error("discovery off: cannot build a client", zap.Error(err))

@@ -16,7 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/watch"
-	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 )
 
@@ -52,7 +52,7 @@ type State struct {
 // machinery (list+watch, bookmarks, relist on 410 Gone, capped backoff) and
 // reports the upstream set each time it changes.
 type Watcher struct {
-	client   kubernetes.Interface
+	client   rest.Interface // discovery.k8s.io/v1
 	log      *zap.Logger
 	onChange func([]string)
 
@@ -62,8 +62,8 @@ type Watcher struct {
 }
 
 // NewWatcher returns a watcher that calls onChange with every new set.
-func NewWatcher(client kubernetes.Interface, log *zap.Logger, onChange func([]string)) *Watcher {
-	return &Watcher{client: client, log: log, onChange: onChange, state: State{Phase: Connecting, Errors: map[Phase]uint64{}}}
+func NewWatcher(client *Client, log *zap.Logger, onChange func([]string)) *Watcher {
+	return &Watcher{client: client.Discovery, log: log, onChange: onChange, state: State{Phase: Connecting, Errors: map[Phase]uint64{}}}
 }
 
 // State returns the watcher's current state.
@@ -106,7 +106,9 @@ func (w *Watcher) Run(ctx context.Context) {
 // resourceNames is enough.
 func (w *Watcher) listWatch() *cache.ListWatch {
 	sel := fields.OneTermEqualSelector("metadata.name", SliceName).String()
-	slices := w.client.DiscoveryV1().EndpointSlices(Namespace)
+	request := func(o metav1.ListOptions) *rest.Request {
+		return w.client.Get().Namespace(Namespace).Resource("endpointslices").VersionedParams(&o, metav1.ParameterCodec)
+	}
 
 	return &cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
@@ -116,7 +118,9 @@ func (w *Watcher) listWatch() *cache.ListWatch {
 			w.state.Lists++
 			w.mu.Unlock()
 
-			return slices.List(ctx, o)
+			list := &discoveryv1.EndpointSliceList{}
+
+			return list, request(o).Do(ctx).Into(list)
 		},
 		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
 			o.FieldSelector = sel
@@ -129,7 +133,9 @@ func (w *Watcher) listWatch() *cache.ListWatch {
 				w.mu.Unlock()
 			}
 
-			return slices.Watch(ctx, o)
+			o.Watch = true
+
+			return request(o).Watch(ctx)
 		},
 	}
 }

@@ -16,8 +16,6 @@ import (
 	"time"
 
 	authorizationv1 "k8s.io/api/authorization/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/lexfrei/extractedprism/pkg/config"
@@ -214,7 +212,7 @@ func access(ctx context.Context, o Options) Result {
 		return Result{Verdict: Warn, Check: check, Detail: err.Error(), Fix: "set kubeconfig (see packaging/kubernetes/rbac-host.yaml) or static endpoints only will be used"}
 	}
 
-	client, err := kubernetes.NewForConfig(discovery.ThroughProxy(rc, o.Proxy, o.Config.TLSServerName))
+	client, err := discovery.NewClient(discovery.ThroughProxy(rc, o.Proxy, o.Config.TLSServerName))
 	if err != nil {
 		return Result{Verdict: Fail, Check: check, Detail: err.Error()}
 	}
@@ -229,7 +227,8 @@ func access(ctx context.Context, o Options) Result {
 		}}
 
 		ctx, cancel := context.WithTimeout(ctx, o.Timeout)
-		res, err := client.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx, review, metav1.CreateOptions{})
+		res := &authorizationv1.SelfSubjectAccessReview{}
+		err := client.Authorization.Post().Resource("selfsubjectaccessreviews").Body(review).Do(ctx).Into(res)
 
 		cancel()
 

@@ -493,7 +493,9 @@ func TestHungUpstreamCaughtByHTTPSCheck(t *testing.T) {
 	}
 
 	tlsConfig := live.Client().Transport.(*http.Transport).TLSClientConfig.Clone()
-	s := Settings{HealthInterval: 50 * time.Millisecond, HealthTimeout: 40 * time.Millisecond, DialTimeout: time.Second,
+	// A TLS check on a busy 2-core machine can take tens of milliseconds:
+	// the timeout must not take the live upstream out too.
+	s := Settings{HealthInterval: 400 * time.Millisecond, HealthTimeout: 300 * time.Millisecond, DialTimeout: time.Second,
 		Check: NewHTTPSCheck(tlsConfig, "/readyz"), DrainTimeout: time.Hour}
 	b := startBalancer(t, s, true, stuck, live.Listener.Addr().String())
 

@@ -98,26 +98,21 @@ func (s *session) closeBoth() {
 func (s *session) clientToUpstream() (int64, error) {
 	var total int64
 
-	if !s.answered.Load() {
-		buf := make([]byte, 4096)
+	for !s.answered.Load() {
+		buf, n, err := readReady(s.client)
+		if n > 0 {
+			total += int64(n)
+			err = errors.Join(err, s.forward((*buf)[:n]))
+		}
 
-		for !s.answered.Load() {
-			n, err := s.client.Read(buf)
-			if n > 0 {
-				total += int64(n)
+		bufPool.Put(buf)
 
-				if werr := s.forward(buf[:n]); werr != nil {
-					return total, werr
-				}
-			}
+		if errors.Is(err, io.EOF) {
+			return total, s.halfClose()
+		}
 
-			if errors.Is(err, io.EOF) {
-				return total, s.halfClose()
-			}
-
-			if err != nil {
-				return total, err
-			}
+		if err != nil {
+			return total, err
 		}
 	}
 
@@ -161,16 +156,17 @@ func (s *session) halfClose() error {
 }
 
 func (s *session) upstreamToClient() (int64, error) {
-	buf := make([]byte, 4096)
-
 	for {
 		up, _ := s.current()
 
-		n, err := up.Read(buf)
+		buf, n, err := readReady(up)
 		if n > 0 {
 			s.answer()
 
-			if _, werr := s.client.Write(buf[:n]); werr != nil {
+			_, werr := s.client.Write((*buf)[:n])
+			bufPool.Put(buf)
+
+			if werr != nil {
 				return int64(n), werr
 			}
 
@@ -181,6 +177,8 @@ func (s *session) upstreamToClient() (int64, error) {
 
 			return int64(n) + rest, closeWrite(s.client)
 		}
+
+		bufPool.Put(buf)
 
 		if err == nil {
 			continue
@@ -244,6 +242,32 @@ func (s *session) move(cause error) bool {
 		zap.String("from", failed.addr), zap.String("to", n.addr), zap.NamedError("cause", cause))
 
 	return werr == nil
+}
+
+// bufPool holds the buffers of the phase before the first answer. They are
+// taken only when a socket is readable, so a connection that waits holds
+// none.
+var bufPool = sync.Pool{New: func() any {
+	b := make([]byte, 16<<10)
+
+	return &b
+}}
+
+// readReady waits until c is readable without holding a buffer, then reads
+// what is there into a pooled one, which the caller puts back.
+func readReady(c net.Conn) (*[]byte, int, error) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		if raw, err := tc.SyscallConn(); err == nil {
+			if _, err := waitReadable(raw); err != nil {
+				return bufPool.Get().(*[]byte), 0, err
+			}
+		}
+	}
+
+	buf := bufPool.Get().(*[]byte)
+	n, err := c.Read(*buf)
+
+	return buf, n, err
 }
 
 func closeWrite(c net.Conn) error {

@@ -194,9 +194,9 @@ func TestNoReplayAfterTheFirstAnswer(t *testing.T) {
 	}
 }
 
-// blackhole returns an address whose SYNs go unanswered: a listener whose
-// accept queue is full drops them, as a firewall would.
-func blackhole(t *testing.T) string {
+// rawListener listens on a new loopback address with the given backlog and
+// never accepts: the kernel alone handles handshakes.
+func rawListener(t *testing.T, backlog int) string {
 	t.Helper()
 
 	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
@@ -211,12 +211,21 @@ func blackhole(t *testing.T) string {
 		t.Fatal(err)
 	}
 
-	if err := syscall.Listen(fd, 0); err != nil {
+	if err := syscall.Listen(fd, backlog); err != nil {
 		t.Fatal(err)
 	}
 
 	sa, _ := syscall.Getsockname(fd)
-	addr := net.JoinHostPort(ip.String(), itoa(sa.(*syscall.SockaddrInet4).Port))
+
+	return net.JoinHostPort(ip.String(), itoa(sa.(*syscall.SockaddrInet4).Port))
+}
+
+// blackhole returns an address whose SYNs go unanswered: a listener whose
+// accept queue is full drops them, as a firewall would.
+func blackhole(t *testing.T) string {
+	t.Helper()
+
+	addr := rawListener(t, 0)
 
 	// Fill the queue; then connects hang.
 	for {
@@ -456,25 +465,7 @@ func oneExchangeErr(b *Balancer) error {
 func hung(t *testing.T) string {
 	t.Helper()
 
-	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-
-	t.Cleanup(func() { syscall.Close(fd) })
-
-	ip := net.ParseIP(loopbackIP()).To4()
-	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte(ip)}); err != nil {
-		t.Fatal(err)
-	}
-
-	if err := syscall.Listen(fd, 1024); err != nil {
-		t.Fatal(err)
-	}
-
-	sa, _ := syscall.Getsockname(fd)
-
-	return net.JoinHostPort(ip.String(), itoa(sa.(*syscall.SockaddrInet4).Port))
+	return rawListener(t, 1024)
 }
 
 // A hung upstream passes TCP checks forever (HAProxy and nginx kept sending

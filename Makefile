@@ -11,7 +11,7 @@ GOARCH  ?= $(shell $(GO) env GOARCH)
 NFPM    := $(GO) tool -modfile=tools/go.mod nfpm
 LDFLAGS := -s -w -X $(MODULE)/pkg/version.Version=$(VERSION) -X $(MODULE)/pkg/version.Commit=$(COMMIT)
 
-.PHONY: help build share package test-packages run demo test test-unit test-fuzz bench-go test-units test-integration test-e2e kube-bins lint clean
+.PHONY: help build share package test-packages run demo test test-unit test-fuzz bench-go test-units test-integration test-provisioning test-e2e kube-bins lint clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -43,7 +43,7 @@ demo: build ## run 3 real kube-apiservers and extractedprism in front of them
 	$(GO) test -c -tags demo -o bin/demo.test ./test/demo && \
 	cd test/demo && DEMO_SHELL=$$([ -t 0 ] && echo 1) ../../hack/netns-run.sh ../../bin/demo.test -test.run TestDemo -test.timeout 0
 
-test: test-unit test-fuzz bench-go test-units test-packages test-integration test-e2e ## run every test (what CI runs)
+test: test-unit test-fuzz bench-go test-units test-packages test-integration test-provisioning test-e2e ## run every test (what CI runs)
 
 test-unit: ## unit, CLI and loopback tests, with the race detector
 	$(GO) vet ./...
@@ -62,6 +62,9 @@ test-units: build ## systemd-analyze verify + security exposure of the units
 
 test-e2e: ## under a real systemd (nspawn, root): the service from the .deb, socket activation, reload, watchdog, restarts; deb and rpm install, upgrade, removal
 	test/e2e/run.sh
+
+test-provisioning: ## cloud-init schema, Butane/Ignition, kubelet wiring, manifests and chart dry-run applied to a real kube-apiserver (root)
+	test/provisioning/run.sh
 
 kube-bins: ## build kube-apiserver + etcd for the integration tests (cached; ~5-10 min cold)
 	hack/kube-bins/build.sh

@@ -62,6 +62,7 @@ test-units: build ## systemd-analyze verify + security exposure of the units
 
 test-e2e: ## under a real systemd (nspawn, root): the service from the .deb, socket activation, reload, watchdog, restarts; deb and rpm install, upgrade, removal; cloud-init provisioning
 	test/e2e/run.sh
+	test/provisioning/e2e-cloud-init.sh
 
 test-provisioning: ## cloud-init schema, Butane/Ignition, kubelet wiring, manifests and chart dry-run applied to a real kube-apiserver (root)
 	test/provisioning/run.sh

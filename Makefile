@@ -11,7 +11,7 @@ GOARCH  ?= $(shell $(GO) env GOARCH)
 NFPM    := $(GO) tool -modfile=tools/go.mod nfpm
 LDFLAGS := -s -w -X $(MODULE)/pkg/version.Version=$(VERSION) -X $(MODULE)/pkg/version.Commit=$(COMMIT)
 
-.PHONY: help build share package test-packages run demo test test-unit test-fuzz bench-go test-units test-integration test-provisioning test-e2e kube-bins lint clean
+.PHONY: help build share package test-packages run demo test test-unit test-fuzz bench bench-go test-units test-integration test-provisioning test-e2e kube-bins lint clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -48,6 +48,9 @@ test: test-unit test-fuzz bench-go test-units test-packages test-integration tes
 test-unit: ## unit, CLI and loopback tests, with the race detector
 	$(GO) vet ./...
 	$(GO) test -race -count=1 ./...
+
+bench: build ## side by side with HAProxy and nginx on loopback (~5 min; installs them with apt): bench/results/latest.md
+	BENCH_SKIP_BUILD=1 bench/run.sh
 
 bench-go: ## Go micro-benchmarks of the hot paths (pick, bookkeeping, connect + 64 B round trip)
 	$(GO) test -run '^$$' -bench . -benchmem ./pkg/balancer

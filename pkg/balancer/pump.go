@@ -10,11 +10,14 @@ import (
 )
 
 // pump copies src to dst until EOF, holding nothing while src is idle.
+//
 // io.Copy between TCP connections would splice through a pipe pair that it
 // keeps for the whole call: four extra descriptors per idle connection.
-// Here each round waits for src to become readable, asks the kernel how
-// many bytes are queued (FIONREAD) and splices exactly those, so the pipe
-// goes back to Go's pool between bursts and bulk transfers stay zero-copy.
+// Here each round waits in Go's poller with no buffer, reads what arrived
+// into a pooled buffer, and writes it: one read and one write per small
+// message, as a C proxy does. When the read fills the buffer, a bulk
+// transfer is under way and the rest of what is queued (FIONREAD) is
+// spliced, zero-copy, through a pipe that goes back to Go's pool at once.
 func pump(dst, src net.Conn) (int64, error) {
 	tsrc, ok1 := src.(*net.TCPConn)
 	tdst, ok2 := dst.(*net.TCPConn)
@@ -31,72 +34,89 @@ func pump(dst, src net.Conn) (int64, error) {
 	var total int64
 
 	for {
-		avail, err := waitReadable(raw)
-		if err != nil {
-			return total, err
-		}
+		buf, n, err := readRaw(raw)
+		if n > 0 {
+			_, werr := tdst.Write((*buf)[:n])
+			bufPool.Put(buf)
 
-		if avail == 0 {
-			// Readable with nothing queued: EOF or an error, which a plain
-			// read reports.
-			var one [1]byte
-
-			n, err := tsrc.Read(one[:])
-			if n > 0 {
-				if _, werr := tdst.Write(one[:n]); werr != nil {
-					return total, werr
-				}
-
-				total += int64(n)
-
-				continue
+			if werr != nil {
+				return total, werr
 			}
 
-			if errors.Is(err, io.EOF) {
-				return total, nil
-			}
-
-			return total, err
+			total += int64(n)
 		}
 
-		n, err := tdst.ReadFrom(&io.LimitedReader{R: tsrc, N: int64(avail)})
-		total += n
-
-		if err != nil {
+		switch {
+		case err != nil:
 			return total, err
+		case n == 0:
+			return total, nil // EOF
+		case n == len(*buf):
+			m, err := spliceQueued(raw, tdst, tsrc)
+			total += m
+
+			if err != nil {
+				return total, err
+			}
 		}
 	}
 }
 
-// waitReadable blocks in Go's poller until raw's socket is readable, then
-// returns how many bytes are queued.
-func waitReadable(raw syscall.RawConn) (int, error) {
+// readRaw waits until raw is readable, holding no buffer, then reads what is
+// there into a pooled buffer. n == 0 with a nil error is EOF.
+func readRaw(raw syscall.RawConn) (*[]byte, int, error) {
+	var (
+		buf  *[]byte
+		n    int
+		rerr error
+	)
+
+	err := raw.Read(func(fd uintptr) bool {
+		b := bufPool.Get().(*[]byte)
+
+		for {
+			n, rerr = unix.Read(int(fd), *b)
+			if !errors.Is(rerr, unix.EINTR) {
+				break
+			}
+		}
+
+		if errors.Is(rerr, unix.EAGAIN) {
+			bufPool.Put(b)
+
+			return false // wait for readability
+		}
+
+		buf = b
+
+		return true
+	})
+
+	if err == nil {
+		err = rerr
+	}
+
+	if n < 0 {
+		n = 0
+	}
+
+	return buf, n, err
+}
+
+// spliceQueued splices what is queued on src to dst.
+func spliceQueued(raw syscall.RawConn, dst, src *net.TCPConn) (int64, error) {
 	var (
 		avail    int
 		ioctlErr error
 	)
 
-	err := raw.Read(func(fd uintptr) bool {
-		avail, ioctlErr = unix.IoctlGetInt(int(fd), unix.SIOCINQ)
-		if ioctlErr != nil {
-			return true
-		}
-
-		if avail > 0 {
-			return true
-		}
-
-		// Nothing queued: either idle (wait) or at EOF. A zero-length
-		// peek tells them apart without consuming anything.
-		var b [1]byte
-
-		n, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-
-		return n == 0 && err == nil || (err != nil && !errors.Is(err, unix.EAGAIN))
-	})
-	if err != nil {
+	if err := raw.Control(func(fd uintptr) { avail, ioctlErr = unix.IoctlGetInt(int(fd), unix.SIOCINQ) }); err != nil {
 		return 0, err
 	}
 
-	return avail, ioctlErr
+	if ioctlErr != nil || avail == 0 {
+		return 0, ioctlErr
+	}
+
+	return dst.ReadFrom(&io.LimitedReader{R: src, N: int64(avail)})
 }

@@ -254,13 +254,21 @@ var bufPool = sync.Pool{New: func() any {
 }}
 
 // readReady waits until c is readable without holding a buffer, then reads
-// what is there into a pooled one, which the caller puts back.
+// what is there into a pooled one, which the caller puts back. EOF is
+// reported as io.EOF.
 func readReady(c net.Conn) (*[]byte, int, error) {
 	if tc, ok := c.(*net.TCPConn); ok {
 		if raw, err := tc.SyscallConn(); err == nil {
-			if _, err := waitReadable(raw); err != nil {
-				return bufPool.Get().(*[]byte), 0, err
+			buf, n, err := readRaw(raw)
+			if buf == nil {
+				buf = bufPool.Get().(*[]byte)
 			}
+
+			if n == 0 && err == nil {
+				err = io.EOF
+			}
+
+			return buf, n, err
 		}
 	}
 

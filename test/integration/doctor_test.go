@@ -106,6 +106,5 @@ func startClusterWithPKI(t *testing.T, pki *kubeharness.PKI, opts kubeharness.AP
 	c.servers = kubeharness.StartAPIServers(t, c.etcd, opts, ips...)
 	c.admin = pki.AdminClient(c.servers[0].URL())
 
-
 	return c
 }

@@ -39,7 +39,11 @@ func (b *Balancer) HandleConn(client net.Conn) {
 	defer s.detach()
 
 	b.tune(client)
-	b.log.Debug("proxying", zap.String("client", client.RemoteAddr().String()), zap.String("upstream", n.addr))
+	// Check first: formatting the client's address per connection is work
+	// for nothing unless debug logging is on.
+	if ce := b.log.Check(zap.DebugLevel, "proxying"); ce != nil {
+		ce.Write(zap.String("client", client.RemoteAddr().String()), zap.String("upstream", n.addr))
+	}
 	s.run()
 }
 

@@ -25,11 +25,11 @@ type counters struct {
 }
 
 // DialBuckets are the dial-duration histogram's upper bounds, in seconds.
-var DialBuckets = []float64{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5}
+var DialBuckets = [...]float64{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5}
 
 // histogram is a fixed-bucket histogram of durations, safe for concurrent use.
 type histogram struct {
-	counts [13]atomic.Uint64 // len(DialBuckets)+1, the last is +Inf
+	counts [len(DialBuckets) + 1]atomic.Uint64 // the last is +Inf
 	sumNs  atomic.Int64
 }
 

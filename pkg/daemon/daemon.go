@@ -319,6 +319,7 @@ func (d *Daemon) metrics() metrics.Snapshot {
 		s := d.watcher.State()
 		snap.Discovery.State = string(s.Phase)
 		snap.Discovery.Events = s.Events
+		snap.Discovery.Lists = s.Lists
 		snap.Discovery.LastSync = s.LastSync
 		snap.Discovery.Errors = map[string]uint64{}
 

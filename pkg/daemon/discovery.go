@@ -238,13 +238,3 @@ func (d *Daemon) discoveryState() string {
 
 	return string(s.Phase)
 }
-
-// DiscoveryLists is how many full lists discovery has made (see
-// discovery.State.Lists); 0 when discovery is off.
-func (d *Daemon) DiscoveryLists() int {
-	if d.watcher == nil {
-		return 0
-	}
-
-	return d.watcher.State().Lists
-}

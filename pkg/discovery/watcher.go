@@ -41,7 +41,7 @@ type State struct {
 	// Lists counts full fetches of the state (a list, or a watch that
 	// streams the initial state): the first, and each one after a watch
 	// could not resume (410 Gone).
-	Lists int
+	Lists uint64
 	// Events counts slice events (added or updated), Errors failed lists
 	// and watches by the phase they led to.
 	Events uint64

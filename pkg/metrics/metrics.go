@@ -28,6 +28,7 @@ type Snapshot struct {
 type Discovery struct {
 	State    string            // one of DiscoveryStates
 	Events   uint64            // slice events seen
+	Lists    uint64            // full fetches of the state: the first and each relist
 	Errors   map[string]uint64 // by reason
 	LastSync time.Time         // zero if never
 	CacheAt  time.Time         // when the cache was last written or loaded; zero if never
@@ -68,6 +69,7 @@ var (
 
 	discState    = desc("discovery_watch_state", "The discovery watch's state (1 for the current one).", "state")
 	discEvents   = desc("discovery_events_total", "EndpointSlice events seen by discovery.")
+	discLists    = desc("discovery_lists_total", "Full fetches of the EndpointSlice: the first, and each relist after a watch could not resume (410 Gone).")
 	discErrors   = desc("discovery_errors_total", "Failed lists and watches, by reason.", "reason")
 	discLastSync = desc("discovery_last_sync_timestamp_seconds", "When discovery last heard from the API.")
 	cacheAge     = desc("discovery_cache_age_seconds", "Seconds since the upstream cache was last confirmed.")
@@ -85,7 +87,7 @@ type collector struct {
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		upHealthy, upScore, upTier, upLatency, upActive, upConns, upDialErrors, upSent, upReceived, upChanged, upInfo,
-		accepted, rejected, closed, retries, races, replays, dialDuration, discState, discEvents, discErrors, discLastSync, cacheAge, reloads, buildInfo,
+		accepted, rejected, closed, retries, races, replays, dialDuration, discState, discEvents, discLists, discErrors, discLastSync, cacheAge, reloads, buildInfo,
 	} {
 		ch <- d
 	}
@@ -142,6 +144,7 @@ func (c collector) collectDiscovery(d Discovery, gauge func(*prometheus.Desc, fl
 	}
 
 	counter(discEvents, d.Events)
+	counter(discLists, d.Lists)
 
 	for _, r := range DiscoveryStates[3:] { // the failure states are the reasons
 		counter(discErrors, d.Errors[r], r)

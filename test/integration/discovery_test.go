@@ -100,7 +100,7 @@ func TestWatchSurvivesRestartAndCompaction(t *testing.T) {
 
 	eventually(t, 30*time.Second, "all three discovered", func() bool { return slices.Equal(r.addresses(), all) })
 
-	lists := r.d.DiscoveryLists()
+	lists := r.metric(t, "extractedprism_discovery_lists_total")
 
 	// Crash-restarts: served without a watch cache, a watch never lets an
 	// apiserver finish a graceful shutdown.
@@ -127,8 +127,8 @@ func TestWatchSurvivesRestartAndCompaction(t *testing.T) {
 	})
 
 	// The watch could not resume from a compacted revision: it relisted.
-	if n := r.d.DiscoveryLists(); n <= lists {
-		t.Fatalf("%d lists before the compactions, %d after: no relist", lists, n)
+	if n := r.metric(t, "extractedprism_discovery_lists_total"); n <= lists {
+		t.Fatalf("%v lists before the compactions, %v after: no relist", lists, n)
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -210,3 +211,35 @@ func logged(logs *observer.ObservedLogs, msg string) bool {
 }
 
 func zapInt(key string, v int) zap.Field { return zap.Int(key, v) }
+
+// metric scrapes the daemon's /metrics, as an operator would, and returns
+// the value of an unlabelled series.
+func (r *running) metric(t *testing.T, name string) float64 {
+	t.Helper()
+
+	resp, err := http.Get("http://" + r.d.HealthAddr().String() + "/metrics") //nolint:noctx // test
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	for line := range strings.SplitSeq(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("%s: %v", line, err)
+			}
+
+			return f
+		}
+	}
+
+	t.Fatalf("/metrics has no %s", name)
+
+	return 0
+}

@@ -30,7 +30,7 @@ func runDaemon(t *testing.T, cfg string, nofile int) (string, *syncBuffer) {
 
 	script := `exec "$0" run --config "$1"`
 	if nofile > 0 {
-		script = "ulimit -n " + itoa(nofile) + " && " + script
+		script = "ulimit -n " + strconv.Itoa(nofile) + " && " + script
 	}
 
 	var log syncBuffer
@@ -59,8 +59,6 @@ func runDaemon(t *testing.T, cfg string, nofile int) (string, *syncBuffer) {
 
 	return "", nil
 }
-
-func itoa(n int) string { return strconv.Itoa(n) }
 
 // waitLog waits for the daemon, another process, to log want.
 func waitLog(t *testing.T, log *syncBuffer, want string) {

@@ -20,39 +20,24 @@ func TestBytesFlowBothWaysWithHalfClose(t *testing.T) {
 	t.Parallel()
 
 	// The upstream sends a banner and half-closes, then reads the client's
-	// data until the client half-closes, and reports what it got.
-	ln, err := net.Listen("tcp", loopbackIP()+":0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-
+	// data until the client half-closes, and reports what it got. Health
+	// probes connect too; only the client sends data.
 	got := make(chan string, 1)
+	addr := serveEach(t, func(c net.Conn) {
+		defer c.Close()
 
-	go func() {
-		for { // health probes connect too; only the client sends data
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-
-			go func() {
-				defer c.Close()
-
-				if _, err := io.WriteString(c, strings.Repeat("s", 1<<20)); err != nil {
-					return
-				}
-
-				_ = c.(*net.TCPConn).CloseWrite()
-
-				if data, err := io.ReadAll(c); err == nil && len(data) > 0 {
-					got <- string(data)
-				}
-			}()
+		if _, err := io.WriteString(c, strings.Repeat("s", 1<<20)); err != nil {
+			return
 		}
-	}()
 
-	b := newBalancer(t, ln.Addr().String())
+		_ = c.(*net.TCPConn).CloseWrite()
+
+		if data, err := io.ReadAll(c); err == nil && len(data) > 0 {
+			got <- string(data)
+		}
+	})
+
+	b := newBalancer(t, addr)
 
 	c, err := dialProxy(b)
 	if err != nil {
@@ -365,26 +350,6 @@ func (l *faultyListener) Accept() (net.Conn, error) {
 	return l.Listener.Accept()
 }
 
-func newBalancerOn(t *testing.T, ln net.Listener, addr string) *Balancer {
-	t.Helper()
-
-	b, err := New(Options{
-		Listener: ln, Logger: zaptest.NewLogger(t),
-		Settings: Settings{HealthInterval: time.Hour, HealthTimeout: time.Second, DialTimeout: time.Second, DrainTimeout: time.Hour},
-	}, []Endpoint{{Address: addr}})
-	if err != nil {
-		t.Fatal(err)
-	}
-
-	if err := b.Start(); err != nil {
-		t.Fatal(err)
-	}
-
-	t.Cleanup(func() { b.Shutdown(context.Background()) })
-
-	return b
-}
-
 func TestAcceptErrors(t *testing.T) {
 	t.Parallel()
 
@@ -411,7 +376,7 @@ func TestAcceptErrors(t *testing.T) {
 
 			fl := &faultyListener{Listener: real, err: tc.err}
 			fl.n.Store(tc.failCount)
-			b := newBalancerOn(t, fl, up.addr())
+			b := startOn(t, fl, quiet, false, up.addr())
 
 			if !tc.survives {
 				<-b.Done()
@@ -576,7 +541,7 @@ func TestIPv6(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	b := newBalancerOn(t, ln, up.Addr().String())
+	b := startOn(t, ln, quiet, false, up.Addr().String())
 
 	if got := servedBy(t, b); got != "v6" {
 		t.Fatalf("served by %q over IPv6", got)

@@ -5,42 +5,13 @@ import (
 	"net"
 	"testing"
 	"time"
-
-	"go.uber.org/zap"
 )
 
 // Micro-benchmarks of the hot paths; run with `make bench-go`. They report
 // time and allocations, and assert nothing.
 
-func benchBalancer(b *testing.B, addrs ...string) *Balancer {
-	b.Helper()
-
-	ln, err := net.Listen("tcp", loopbackIP()+":0")
-	if err != nil {
-		b.Fatal(err)
-	}
-
-	eps := make([]Endpoint, len(addrs))
-	for i, a := range addrs {
-		eps[i] = Endpoint{Address: a}
-	}
-
-	bal, err := New(Options{Listener: ln, Logger: zap.NewNop(), Settings: quiet}, eps)
-	if err != nil {
-		b.Fatal(err)
-	}
-
-	if err := bal.Start(); err != nil {
-		b.Fatal(err)
-	}
-
-	b.Cleanup(func() { bal.Shutdown(b.Context()) })
-
-	return bal
-}
-
 func BenchmarkPick(b *testing.B) {
-	bal := benchBalancer(b, "10.0.0.1:6443", "10.0.0.2:6443", "10.0.0.3:6443")
+	bal := startOn(b, listen(b), quiet, false, "10.0.0.1:6443", "10.0.0.2:6443", "10.0.0.3:6443")
 
 	b.ReportAllocs()
 
@@ -52,7 +23,7 @@ func BenchmarkPick(b *testing.B) {
 }
 
 func BenchmarkConnBookkeeping(b *testing.B) {
-	bal := benchBalancer(b, "10.0.0.1:6443")
+	bal := startOn(b, listen(b), quiet, false, "10.0.0.1:6443")
 	c1, c2 := net.Pipe()
 
 	defer c1.Close()
@@ -72,24 +43,9 @@ func BenchmarkConnBookkeeping(b *testing.B) {
 // BenchmarkConnectAndRoundTrip is the whole per-connection path: accept,
 // pick, dial, a 64-byte exchange, close.
 func BenchmarkConnectAndRoundTrip(b *testing.B) {
-	ln, err := net.Listen("tcp", loopbackIP()+":0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer ln.Close()
+	up := serveEach(b, func(c net.Conn) { defer c.Close(); _, _ = io.Copy(c, c) })
 
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-
-			go func() { defer c.Close(); _, _ = io.Copy(c, c) }()
-		}
-	}()
-
-	bal := benchBalancer(b, ln.Addr().String())
+	bal := startOn(b, listen(b), quiet, false, up)
 	msg := make([]byte, 64)
 	buf := make([]byte, 64)
 

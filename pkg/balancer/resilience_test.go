@@ -16,8 +16,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"go.uber.org/zap/zaptest"
 )
 
 // replier is a client-first upstream: it reads a line and answers
@@ -25,32 +23,13 @@ import (
 func replier(t *testing.T, name string) string {
 	t.Helper()
 
-	ln, err := net.Listen("tcp", loopbackIP()+":0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	return serveEach(t, func(c net.Conn) {
+		defer c.Close()
 
-	t.Cleanup(func() { ln.Close() })
-
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-
-			go func() {
-				defer c.Close()
-
-				line, err := bufio.NewReader(c).ReadString('\n')
-				if err == nil {
-					_, _ = io.WriteString(c, name+":"+line)
-				}
-			}()
+		if line, err := bufio.NewReader(c).ReadString('\n'); err == nil {
+			_, _ = io.WriteString(c, name+":"+line)
 		}
-	}()
-
-	return ln.Addr().String()
+	})
 }
 
 // dier accepts, reads the client's first bytes and resets the connection
@@ -58,68 +37,11 @@ func replier(t *testing.T, name string) string {
 func dier(t *testing.T) string {
 	t.Helper()
 
-	ln, err := net.Listen("tcp", loopbackIP()+":0")
-	if err != nil {
-		t.Fatal(err)
-	}
-
-	t.Cleanup(func() { ln.Close() })
-
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-
-			go func() {
-				_, _ = bufio.NewReader(c).ReadString('\n')
-				_ = c.(*net.TCPConn).SetLinger(0) // RST
-				c.Close()
-			}()
-		}
-	}()
-
-	return ln.Addr().String()
-}
-
-// startBalancer starts a balancer; unless the first health-check round
-// cannot finish (a blackhole), it waits for it, so that the round's results
-// cannot land in the middle of the test.
-func startBalancer(t *testing.T, s Settings, waitFirstCheck bool, addrs ...string) *Balancer {
-	t.Helper()
-
-	ln, err := net.Listen("tcp", loopbackIP()+":0")
-	if err != nil {
-		t.Fatal(err)
-	}
-
-	eps := make([]Endpoint, len(addrs))
-	for i, a := range addrs {
-		eps[i] = Endpoint{Address: a}
-	}
-
-	b, err := New(Options{Listener: ln, Logger: zaptest.NewLogger(t), Settings: s}, eps)
-	if err != nil {
-		t.Fatal(err)
-	}
-
-	if err := b.Start(); err != nil {
-		t.Fatal(err)
-	}
-
-	t.Cleanup(func() { b.Shutdown(context.Background()) })
-
-	if waitFirstCheck {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-
-		if err := b.WaitFirstCheck(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
-
-	return b
+	return serveEach(t, func(c net.Conn) {
+		_, _ = bufio.NewReader(c).ReadString('\n')
+		_ = c.(*net.TCPConn).SetLinger(0) // RST
+		c.Close()
+	})
 }
 
 func ask(t *testing.T, b *Balancer, line string) string {
@@ -143,13 +65,11 @@ func ask(t *testing.T, b *Balancer, line string) string {
 	return strings.TrimSuffix(answer, "\n")
 }
 
-var quiet = Settings{HealthInterval: time.Hour, HealthTimeout: time.Second, DialTimeout: time.Second, DrainTimeout: time.Hour}
-
 func TestReplayWhenTheUpstreamDiesBeforeAnswering(t *testing.T) {
 	t.Parallel()
 
 	dead, live := dier(t), replier(t, "b")
-	b := startBalancer(t, quiet, true, dead, live)
+	b := startOn(t, listen(t), quiet, true, dead, live)
 
 	// The first pick is the dying upstream: it accepts, reads, resets.
 	if got := ask(t, b, "hello"); got != "b:hello" {
@@ -170,7 +90,7 @@ func TestNoReplayAfterTheFirstAnswer(t *testing.T) {
 
 	a := startServer(t, "a") // answers first (a greeting), then dies below
 	bs := startServer(t, "b")
-	b := startBalancer(t, quiet, true, a.addr(), bs.addr())
+	b := startOn(t, listen(t), quiet, true, a.addr(), bs.addr())
 
 	c, err := dialProxy(b)
 	if err != nil {
@@ -217,7 +137,7 @@ func rawListener(t *testing.T, backlog int) string {
 
 	sa, _ := syscall.Getsockname(fd)
 
-	return net.JoinHostPort(ip.String(), itoa(sa.(*syscall.SockaddrInet4).Port))
+	return net.JoinHostPort(ip.String(), strconv.Itoa(sa.(*syscall.SockaddrInet4).Port))
 }
 
 // blackhole returns an address whose SYNs go unanswered: a listener whose
@@ -240,8 +160,6 @@ func blackhole(t *testing.T) string {
 	return addr
 }
 
-func itoa(n int) string { return strconv.Itoa(n) }
-
 func TestRacingDialBeatsABlackhole(t *testing.T) {
 	t.Parallel()
 
@@ -251,7 +169,7 @@ func TestRacingDialBeatsABlackhole(t *testing.T) {
 	s.DialTimeout = 30 * time.Second
 	s.DialHeadStart = 50 * time.Millisecond
 
-	b := startBalancer(t, s, false, hole, live)
+	b := startOn(t, listen(t), s, false, hole, live)
 
 	if got := ask(t, b, "hi"); got != "b:hi" {
 		t.Fatalf("answer %q, want b:hi", got)
@@ -320,7 +238,7 @@ func TestFallRiseAndResetOnFailure(t *testing.T) {
 	check := &flaky{}
 	s := Settings{HealthInterval: 10 * time.Millisecond, HealthTimeout: time.Second, DialTimeout: time.Second,
 		Check: check, Fall: 2, Rise: 3, ResetOnFailure: true, DrainTimeout: time.Hour}
-	b := startBalancer(t, s, true, a.addr())
+	b := startOn(t, listen(t), s, true, a.addr())
 
 	if err := b.SetUpstreams([]Endpoint{{Address: a.addr()}, {Address: bs.addr()}}); err != nil {
 		t.Fatal(err)
@@ -488,7 +406,7 @@ func TestHungUpstreamCaughtByHTTPSCheck(t *testing.T) {
 	// the timeout must not take the live upstream out too.
 	s := Settings{HealthInterval: 400 * time.Millisecond, HealthTimeout: 300 * time.Millisecond, DialTimeout: time.Second,
 		Check: NewHTTPSCheck(tlsConfig, "/readyz"), DrainTimeout: time.Hour}
-	b := startBalancer(t, s, true, stuck, live.Listener.Addr().String())
+	b := startOn(t, listen(t), s, true, stuck, live.Listener.Addr().String())
 
 	waitFor(t, "the hung upstream to be marked down", func() bool { return !statusOf(b, stuck).Healthy })
 
@@ -516,7 +434,7 @@ func TestSlowLorisDoesNotStarveOthers(t *testing.T) {
 	t.Parallel()
 
 	up := replier(t, "up")
-	b := startBalancer(t, quiet, true, up)
+	b := startOn(t, listen(t), quiet, true, up)
 
 	for range 500 {
 		c, err := dialProxy(b)

@@ -8,6 +8,9 @@
 // go-loadbalancer uses, which runs the accept loop. Selection, dialing and
 // copying are ours: the library's Pick cannot skip an upstream that just
 // failed a dial, and its target closes the client on the first dial error.
+// Connections are served by epoll loops, one per CPU (see loop), rather
+// than by goroutines, so that an idle connection holds no stack and no
+// buffer.
 package balancer
 
 import (
@@ -15,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -94,7 +98,18 @@ type Balancer struct {
 	lastRound time.Time
 	started   time.Time
 
-	conns connSet
+	loops    []*loop
+	nextLoop atomic.Uint32
+	sockopts atomic.Pointer[[]sockopt] // for upstream sockets, from settings
+	// acceptOpts are the options the listener refused, set on each
+	// accepted socket instead.
+	acceptOpts atomic.Pointer[[]sockopt]
+
+	live     atomic.Int64 // sessions open
+	draining atomic.Bool  // refusing new sessions
+	idle     chan struct{}
+	idleOnce sync.Once
+
 	stats counters
 
 	proxyDone chan struct{}
@@ -122,12 +137,26 @@ func New(opts Options, endpoints []Endpoint) (*Balancer, error) {
 		opts.Logger = zap.NewNop()
 	}
 
-	b := &Balancer{log: opts.Logger, proxyDone: make(chan struct{}), cursor: -1}
+	ln, err := newRetryListener(opts.Listener, opts.Logger)
+	if err != nil {
+		return nil, err
+	}
+
+	b := &Balancer{log: opts.Logger, ln: ln, proxyDone: make(chan struct{}), idle: make(chan struct{}), cursor: -1}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
-	b.settings.Store(&opts.Settings)
-	b.conns.init()
-	b.ln = newRetryListener(opts.Listener, b.log)
+	b.store(opts.Settings)
 	b.nodes = b.reuseNodes(endpoints)
+
+	for range runtime.GOMAXPROCS(0) {
+		l, err := newLoop(b)
+		if err != nil {
+			b.closeLoops()
+
+			return nil, err
+		}
+
+		b.loops = append(b.loops, l)
+	}
 
 	return b, nil
 }
@@ -142,12 +171,20 @@ func (b *Balancer) Start() error {
 	b.listMu.Lock()
 	defer b.listMu.Unlock()
 
+	if err := b.tuneListener(b.settings.Load()); err != nil {
+		return fmt.Errorf("setting socket options on %s: %w", b.ln.Addr(), err)
+	}
+
 	list, err := b.newList(*b.settings.Load())
 	if err != nil {
 		return err
 	}
 
 	b.list = list
+
+	for _, l := range b.loops {
+		b.bg.Go(l.run)
+	}
 
 	addr := b.ln.Addr().String()
 	b.proxy.ListenFunc = func(string, string) (net.Listener, error) { return b.ln, nil }
@@ -222,13 +259,41 @@ func (b *Balancer) Shutdown(ctx context.Context) int {
 	}
 	b.listMu.Unlock()
 
-	cut := b.conns.drain(ctx)
+	cut := b.drain(ctx)
 	b.stats.closedShutdown.Add(uint64(cut))
+
+	for _, l := range b.loops {
+		l.stop()
+	}
 
 	b.cancel()
 	b.bg.Wait()
+	b.closeLoops()
 
 	return cut
+}
+
+func (b *Balancer) tuneListener(s *Settings) error {
+	left, err := tuneListener(b.ln.ctl, s)
+	if err == nil {
+		b.acceptOpts.Store(&left)
+	}
+
+	return err
+}
+
+func (b *Balancer) closeLoops() {
+	for _, l := range b.loops {
+		l.closeFDs()
+	}
+}
+
+// store makes s the current settings.
+func (b *Balancer) store(s Settings) *Settings {
+	opts := socketOptions(&s)
+	b.sockopts.Store(&opts)
+
+	return b.settings.Swap(&s)
 }
 
 // newList starts an upstream.List over the current upstreams. The list runs
@@ -256,7 +321,12 @@ func (b *Balancer) newList(s Settings) (*upstream.List[*node], error) {
 // settings apply to the next connection; a new health interval or timeout
 // restarts the health-check schedule, keeping every upstream's state.
 func (b *Balancer) Apply(s Settings) error {
-	old := b.settings.Swap(&s)
+	old := b.store(s)
+
+	if err := b.tuneListener(&s); err != nil {
+		b.log.Warn("could not apply socket options to the listener; accepted connections keep the old ones", zap.Error(err))
+	}
+
 	if old.HealthInterval == s.HealthInterval && old.HealthTimeout == s.HealthTimeout {
 		return nil
 	}
@@ -270,7 +340,7 @@ func (b *Balancer) Apply(s Settings) error {
 
 	list, err := b.newList(s)
 	if err != nil {
-		b.settings.Store(old)
+		b.store(*old)
 
 		return err
 	}

@@ -335,21 +335,6 @@ func TestReconcile(t *testing.T) {
 	}
 }
 
-// faultyListener fails the first n Accepts with err, then behaves.
-type faultyListener struct {
-	net.Listener
-	n   atomic.Int32
-	err error
-}
-
-func (l *faultyListener) Accept() (net.Conn, error) {
-	if l.n.Add(-1) >= 0 {
-		return nil, l.err
-	}
-
-	return l.Listener.Accept()
-}
-
 func TestAcceptErrors(t *testing.T) {
 	t.Parallel()
 
@@ -369,14 +354,27 @@ func TestAcceptErrors(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 
-			real, err := net.Listen("tcp", loopbackIP()+":0")
+			b, err := New(Options{Listener: listen(t), Logger: zaptest.NewLogger(t), Settings: quiet},
+				[]Endpoint{{Address: up.addr()}})
 			if err != nil {
 				t.Fatal(err)
 			}
 
-			fl := &faultyListener{Listener: real, err: tc.err}
-			fl.n.Store(tc.failCount)
-			b := startOn(t, fl, quiet, false, up.addr())
+			// The first failCount accepts fail with tc.err.
+			var fails atomic.Int32
+
+			fails.Store(tc.failCount)
+
+			accept := b.ln.accept
+			b.ln.accept = func() (net.Conn, error) {
+				if fails.Add(-1) >= 0 {
+					return nil, tc.err
+				}
+
+				return accept()
+			}
+
+			serve(t, b, false)
 
 			if !tc.survives {
 				<-b.Done()

@@ -22,21 +22,65 @@ func BenchmarkPick(b *testing.B) {
 	}
 }
 
-func BenchmarkConnBookkeeping(b *testing.B) {
-	bal := startOn(b, listen(b), quiet, false, "10.0.0.1:6443")
-	c1, c2 := net.Pipe()
+// BenchmarkRelayRoundTrip is one 64-byte request and its answer over an
+// established proxied connection: the relay loop's per-message path.
+func BenchmarkRelayRoundTrip(b *testing.B) {
+	up := serveEach(b, func(c net.Conn) { defer c.Close(); _, _ = io.Copy(c, c) })
+	bal := startOn(b, listen(b), quiet, false, up)
 
-	defer c1.Close()
-	defer c2.Close()
+	c, err := net.DialTimeout("tcp", bal.Addr().String(), 5*time.Second)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
 
-	n := bal.nodes[0]
+	buf := make([]byte, 64)
 
 	b.ReportAllocs()
 
 	for b.Loop() {
-		bal.conns.add(c1)
-		bal.conns.attach(c1, c2, n)
-		bal.conns.remove(c1)
+		if _, err := c.Write(buf); err != nil {
+			b.Fatal(err)
+		}
+
+		if _, err := io.ReadFull(c, buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkRelayBulk streams from the upstream to the client: the splice
+// path. b.SetBytes makes it report throughput.
+func BenchmarkRelayBulk(b *testing.B) {
+	const chunk = 1 << 20
+
+	up := serveEach(b, func(c net.Conn) {
+		defer c.Close()
+
+		block := make([]byte, chunk)
+		for {
+			if _, err := c.Write(block); err != nil {
+				return
+			}
+		}
+	})
+	bal := startOn(b, listen(b), quiet, false, up)
+
+	c, err := net.DialTimeout("tcp", bal.Addr().String(), 5*time.Second)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+
+	buf := make([]byte, chunk)
+
+	b.SetBytes(chunk)
+	b.ReportAllocs()
+
+	for b.Loop() {
+		if _, err := io.ReadFull(c, buf); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
 

@@ -168,6 +168,14 @@ func startOn(tb testing.TB, ln net.Listener, s Settings, wait bool, addrs ...str
 		tb.Fatal(err)
 	}
 
+	return serve(tb, b, wait)
+}
+
+// serve starts b, stops it at the end of the test and, with wait, returns
+// after the first health-check round.
+func serve(tb testing.TB, b *Balancer, wait bool) *Balancer {
+	tb.Helper()
+
 	if err := b.Start(); err != nil {
 		tb.Fatal(err)
 	}

@@ -2,6 +2,9 @@ package balancer
 
 import (
 	"context"
+	"net"
+	"net/netip"
+	"strconv"
 	"slices"
 	"sync/atomic"
 	"time"
@@ -15,6 +18,9 @@ import (
 type node struct {
 	addr string
 	b    *Balancer
+	// dialAddr is where connections go: addr itself when it is an IP
+	// address, else what the name last resolved to (see resolve).
+	dialAddr atomic.Pointer[netip.AddrPort]
 
 	active   atomic.Int64
 	total    atomic.Uint64
@@ -74,6 +80,34 @@ func (n *node) HealthCheck(ctx context.Context) (upstream.Tier, error) {
 	return n.b.record(n, p)
 }
 
+// resolve looks up a host-name upstream before each check, so that the
+// relay loops, which cannot wait on DNS, always have a recent address.
+// A failed lookup keeps the previous one; the check then tells whether it
+// still works.
+func (n *node) resolve(ctx context.Context) {
+	host, port, err := net.SplitHostPort(n.addr)
+	if err != nil {
+		return
+	}
+
+	if _, err := netip.ParseAddr(host); err == nil {
+		return // an address, set when the node was made
+	}
+
+	p, err := strconv.ParseUint(port, 10, 16)
+	if err != nil {
+		return
+	}
+
+	ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+	if err != nil || len(ips) == 0 {
+		return
+	}
+
+	ap := netip.AddrPortFrom(ips[0].Unmap(), uint16(p))
+	n.dialAddr.Store(&ap)
+}
+
 // usable reports whether new connections may go to n.
 func (n *node) usable() bool { return n.healthy && !n.suspended }
 
@@ -100,14 +134,14 @@ func (b *Balancer) probeFor(n *node) *probe {
 	for _, m := range append(slices.Clone(b.nodes), n) {
 		if m.probe == nil {
 			m.probe = &probe{done: make(chan struct{})}
-			go b.runProbe(m.addr, m.probe)
+			go b.runProbe(m, m.probe)
 		}
 	}
 
 	return n.probe
 }
 
-func (b *Balancer) runProbe(addr string, p *probe) {
+func (b *Balancer) runProbe(n *node, p *probe) {
 	defer close(p.done)
 
 	s := b.settings.Load()
@@ -115,13 +149,15 @@ func (b *Balancer) runProbe(addr string, p *probe) {
 	ctx, cancel := context.WithTimeout(context.Background(), s.HealthTimeout)
 	defer cancel()
 
+	n.resolve(ctx)
+
 	var check Checker = TCPCheck{}
 	if s.Check != nil {
 		check = s.Check
 	}
 
 	start := time.Now()
-	p.err = check.Check(ctx, addr)
+	p.err = check.Check(ctx, n.addr)
 	p.latency = time.Since(start)
 }
 
@@ -177,7 +213,7 @@ func (b *Balancer) record(n *node, p *probe) (upstream.Tier, error) {
 // checks: waiting for TCP to notice a dead or hung peer takes minutes, a
 // reconnect through the proxy takes milliseconds.
 func (b *Balancer) reset(n *node) {
-	if cut := b.conns.closeNode(n); cut > 0 {
+	if cut := b.closeNode(n); cut > 0 {
 		b.stats.closedFailed.Add(uint64(cut))
 		b.log.Warn("closed the connections of an unhealthy upstream so its clients reconnect elsewhere",
 			zap.String("upstream", n.addr), zap.Int("closed", cut))
@@ -307,7 +343,7 @@ func (b *Balancer) retire(n *node) {
 			return // shut down: drain already closed everything
 		}
 
-		if cut := b.conns.closeNode(n); cut > 0 {
+		if cut := b.closeNode(n); cut > 0 {
 			b.stats.closedRemoved.Add(uint64(cut))
 			b.log.Info("closed connections to a removed upstream", zap.String("upstream", n.addr), zap.Int("closed", cut))
 		}
@@ -340,6 +376,9 @@ func (b *Balancer) reuseNodes(endpoints []Endpoint) []*node {
 			n = b.nodes[i]
 		} else {
 			n = &node{addr: ep.Address, b: b, healthy: true, changed: time.Now()}
+			if ap, err := netip.ParseAddrPort(n.addr); err == nil {
+				n.dialAddr.Store(&ap)
+			}
 		}
 
 		n.sources = slices.Clone(ep.Sources)

@@ -1,0 +1,712 @@
+package balancer
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"time"
+
+	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
+)
+
+// replayLimit bounds the client bytes kept until the upstream's first
+// answer. A Kubernetes client's TLS ClientHello fits many times over.
+const replayLimit = 16 << 10
+
+const (
+	// copyBuf is a loop's read buffer. A read that fills it means a bulk
+	// transfer, which continues zero-copy with splice.
+	copyBuf = 64 << 10
+	// maxSplice is asked of each splice; the pipe's capacity is the
+	// real bound.
+	maxSplice = 1 << 20
+	// turnBytes is what one session may move before others get a turn.
+	turnBytes = 1 << 20
+)
+
+var (
+	errNotResolved = errors.New("upstream name not resolved yet")
+	errLostRace    = errors.New("connect still pending after the dial head start while another upstream connected")
+)
+
+// session is one proxied client connection, served by a loop; every field
+// is guarded by the loop's mu.
+//
+// Until the upstream sends its first byte the session keeps what the
+// client sent; if the upstream resets or closes before answering, it moves
+// to the next upstream and replays those bytes. No server byte has reached
+// the client yet, so this is safe even for TLS: the ClientHello is simply
+// sent again. It saves the connections a dying upstream's kernel had
+// already accepted, which a dial retry alone cannot.
+type session struct {
+	l *loop
+	b *Balancer
+
+	client, up side
+	linked     bool  // up is connected and attached
+	n          *node // the upstream of up
+
+	tried    []*node
+	dials    []*dialing // connects in flight, racing
+	lastDial time.Time
+	timer    *time.Timer // head start and dial timeout, while dialing
+	moved    *node       // the upstream that ended before answering
+
+	replay bool   // buf holds everything the client sent
+	buf    []byte // client bytes before the answer, sent or not
+	sent   int
+
+	c2u, u2c dir
+
+	queued bool // in l.ready
+	done    bool
+}
+
+// side is one socket of a session and what epoll said of it since it
+// last would block.
+type side struct {
+	fd     int
+	slot   int32
+	rd, wr bool
+}
+
+// dir is one direction of the copy. Bytes read but not yet written are
+// either in a pipe (spliced) or in pending (copied); never both.
+type dir struct {
+	p       pipe
+	hasPipe bool
+	inPipe  int
+	pending []byte
+	bulk    bool // the last read filled the buffer: splice the rest
+	eof     bool // the source ended
+	shut    bool // the destination's write side is shut
+	n       int64
+}
+
+// dialing is one connect in flight.
+type dialing struct {
+	fd    int
+	slot  int32
+	n     *node
+	ap    netip.AddrPort
+	start time.Time
+}
+
+// srcError is a failed read, told apart from a failed write because a
+// reset by the upstream before its answer is retried elsewhere, and a
+// reset by the client is not.
+type srcError struct{ err error }
+
+func (e srcError) Error() string { return e.err.Error() }
+func (e srcError) Unwrap() error { return e.err }
+
+// start begins a session for an accepted client; l.mu is held.
+func (l *loop) start(fd int) {
+	s := &session{l: l, b: l.b, replay: true}
+
+	if opts := l.b.acceptOpts.Load(); opts != nil && len(*opts) > 0 {
+		if err := setOptions(fd, *opts); err != nil {
+			l.b.log.Debug("socket options on a client connection", zap.Error(err))
+		}
+	}
+
+	slot, err := l.register(fd, s, roleClient, nil)
+	if err != nil {
+		_ = unix.Close(fd)
+		l.b.stats.rejected.Add(1)
+		l.b.sessionEnded()
+		l.b.log.Warn("closing client", zap.Error(err))
+
+		return
+	}
+
+	s.client = side{fd: fd, slot: slot}
+	l.sessions[s] = struct{}{}
+
+	if !s.dialNext() {
+		s.noUpstream(nil)
+	}
+}
+
+// dialNext starts a connect to the next upstream to try. It returns false
+// when there is none.
+func (s *session) dialNext() bool {
+	opts := *s.b.sockopts.Load()
+
+	for {
+		n, err := s.b.pick(s.tried)
+		if err != nil {
+			return false
+		}
+
+		s.tried = append(s.tried, n)
+
+		ap := n.dialAddr.Load()
+		if ap == nil {
+			s.b.dialFailed(n, errNotResolved)
+
+			continue
+		}
+
+		start := time.Now()
+
+		fd, err := connectRaw(*ap, opts)
+		if err != nil {
+			s.b.stats.dials.observe(time.Since(start))
+			s.b.dialFailed(n, err)
+
+			continue
+		}
+
+		d := &dialing{fd: fd, n: n, ap: *ap, start: start}
+
+		d.slot, err = s.l.register(fd, s, roleDial, d)
+		if err != nil {
+			_ = unix.Close(fd)
+			s.b.dialFailed(n, err)
+
+			continue
+		}
+
+		s.dials = append(s.dials, d)
+		s.lastDial = start
+		s.schedule()
+
+		return true
+	}
+}
+
+// schedule sets the timer to the next dial timeout or head start.
+func (s *session) schedule() {
+	st := s.b.settings.Load()
+
+	next := s.dials[0].start.Add(st.DialTimeout)
+	if race := s.lastDial.Add(st.DialHeadStart); st.DialHeadStart > 0 && race.Before(next) {
+		next = race
+	}
+
+	wait := time.Until(next)
+	if s.timer == nil {
+		s.timer = time.AfterFunc(wait, s.tick)
+	} else {
+		s.timer.Reset(wait)
+	}
+}
+
+// tick times out dials that took too long and races a dial that passed
+// its head start with the next upstream.
+func (s *session) tick() {
+	s.l.mu.Lock()
+	defer s.l.mu.Unlock()
+
+	if s.done || len(s.dials) == 0 {
+		return
+	}
+
+	st := s.b.settings.Load()
+	now := time.Now()
+
+	for _, d := range append([]*dialing(nil), s.dials...) {
+		if now.Sub(d.start) >= st.DialTimeout {
+			s.dropDial(d, fmt.Errorf("dial %s: %w", d.ap, unix.ETIMEDOUT))
+		}
+	}
+
+	switch {
+	case len(s.dials) == 0:
+		if !s.dialNext() {
+			s.noUpstream(nil)
+
+			return
+		}
+
+		s.b.stats.retried.Add(1)
+	case st.DialHeadStart > 0 && now.Sub(s.lastDial) >= st.DialHeadStart:
+		if s.dialNext() {
+			s.b.stats.raced.Add(1)
+		}
+	}
+
+	if !s.done && len(s.dials) > 0 {
+		s.schedule()
+	}
+}
+
+// dialEvent is epoll's word on a connect in flight.
+func (s *session) dialEvent(d *dialing, readable bool) {
+	if err := connectResult(d.fd, d.ap); err != nil {
+		s.dropDial(d, err)
+
+		if s.dialNext() {
+			s.b.stats.retried.Add(1)
+		} else if len(s.dials) == 0 {
+			s.noUpstream(err)
+		}
+
+		return
+	}
+
+	s.won(d, readable)
+}
+
+// dropDial ends a connect that failed.
+func (s *session) dropDial(d *dialing, err error) {
+	s.b.stats.dials.observe(time.Since(d.start))
+	s.b.dialFailed(d.n, err)
+
+	for i, x := range s.dials {
+		if x == d {
+			s.dials = append(s.dials[:i], s.dials[i+1:]...)
+
+			break
+		}
+	}
+
+	s.l.closeSlot(d.slot)
+}
+
+// won makes d the session's upstream and cancels the other dials. One
+// still pending after the head start lost to a faster upstream: it is
+// suspended like a failed dial, so that new clients stop paying the head
+// start for it until its next passing check.
+func (s *session) won(d *dialing, readable bool) {
+	now := time.Now()
+	s.b.stats.dials.observe(now.Sub(d.start))
+
+	if s.timer != nil {
+		s.timer.Stop()
+	}
+
+	headStart := s.b.settings.Load().DialHeadStart
+
+	for _, other := range s.dials {
+		if other == d {
+			continue
+		}
+
+		s.l.closeSlot(other.slot)
+
+		if headStart > 0 && now.Sub(other.start) >= headStart {
+			s.b.dialFailed(other.n, fmt.Errorf("dial %s: %w", other.ap, errLostRace))
+		}
+	}
+
+	s.dials = s.dials[:0]
+
+	s.l.retag(d.slot, roleUpstream)
+	s.up = side{fd: d.fd, slot: d.slot, rd: readable, wr: true}
+	s.linked = true
+	s.n = d.n
+	d.n.active.Add(1)
+	d.n.total.Add(1)
+	s.sent = 0
+
+	if from := s.moved; from != nil {
+		s.moved = nil
+		s.b.stats.replayed.Add(1)
+		s.b.log.Info("upstream ended before answering; replayed the client's first bytes to the next one",
+			zap.String("from", from.addr), zap.String("to", d.n.addr))
+	} else if ce := s.b.log.Check(zap.DebugLevel, "proxying"); ce != nil {
+		ce.Write(zap.String("upstream", d.n.addr))
+	}
+
+	s.progress()
+}
+
+// noUpstream closes a client that no upstream could take.
+func (s *session) noUpstream(err error) {
+	s.b.stats.rejected.Add(1)
+	s.b.log.Warn("closing client: no upstream could take it", zap.Error(errors.Join(ErrNoUpstreams, err)))
+	s.finish()
+}
+
+// answered reports that the upstream sent its first byte.
+func (s *session) answered() bool { return s.u2c.n > 0 }
+
+// progress moves bytes both ways until each would block, and ends the
+// session on an error or when both directions are done.
+func (s *session) progress() {
+	if s.done || !s.linked {
+		return
+	}
+
+	if err := s.clientToUpstream(); err != nil {
+		s.fail(err)
+
+		return
+	}
+
+	if !s.linked {
+		return // moving to another upstream
+	}
+
+	err := s.relay(&s.u2c, &s.up, &s.client, s.replay && !s.answered())
+	if se := (srcError{}); errors.As(err, &se) && s.replay && !s.answered() {
+		clientDone := errors.Is(se.err, io.EOF) && s.c2u.eof
+		if !clientDone && (errors.Is(se.err, io.EOF) || errors.Is(se.err, unix.ECONNRESET)) {
+			err = s.moveOn(se.err)
+		}
+	}
+
+	if err != nil {
+		s.fail(err)
+
+		return
+	}
+
+	if s.c2u.shut && s.u2c.shut {
+		s.finish()
+	}
+}
+
+// clientToUpstream sends the client's bytes. Before the answer they go
+// through buf, kept for a replay; after it, and once buf is sent, relay
+// takes over.
+func (s *session) clientToUpstream() error {
+	for s.buf != nil || (s.replay && !s.answered()) {
+		if s.sent < len(s.buf) {
+			if !s.up.wr {
+				return nil
+			}
+
+			m, err := unix.Write(s.up.fd, s.buf[s.sent:])
+
+			switch {
+			case errors.Is(err, unix.EAGAIN):
+				s.up.wr = false
+
+				return nil
+			case errors.Is(err, unix.EINTR):
+				continue
+			case err != nil && s.replay && !s.answered():
+				return s.moveOn(unix.ECONNRESET)
+			case err != nil:
+				return err
+			}
+
+			s.sent += m
+
+			continue
+		}
+
+		if !s.replay || s.answered() {
+			s.buf, s.replay = nil, false
+
+			break
+		}
+
+		if s.c2u.eof {
+			return s.shut(&s.c2u, &s.up)
+		}
+
+		if !s.client.rd {
+			return nil
+		}
+
+		m, err := unix.Read(s.client.fd, s.l.buf[:replayLimit])
+
+		switch {
+		case errors.Is(err, unix.EAGAIN):
+			s.client.rd = false
+
+			return nil
+		case errors.Is(err, unix.EINTR):
+			continue
+		case err != nil:
+			return err
+		case m == 0:
+			s.c2u.eof = true
+
+			continue
+		}
+
+		s.c2u.n += int64(m)
+		s.buf = append(s.buf, s.l.buf[:m]...)
+		s.replay = len(s.buf) <= replayLimit
+	}
+
+	return s.relay(&s.c2u, &s.client, &s.up, false)
+}
+
+// moveOn leaves an upstream that ended before answering for the next one,
+// to which won replays buf.
+func (s *session) moveOn(cause error) error {
+	failed := s.n
+	s.b.suspend(failed, cause)
+	s.unlink()
+	s.moved = failed
+	s.c2u.shut = false
+	s.u2c = dir{}
+
+	if !s.dialNext() && len(s.dials) == 0 {
+		return errors.Join(ErrNoUpstreams, cause)
+	}
+
+	return nil
+}
+
+func (s *session) unlink() {
+	s.l.closeSlot(s.up.slot)
+	s.up = side{}
+	s.linked = false
+	s.n.active.Add(-1)
+	s.n.counters.bytesIn.Add(uint64(s.c2u.n))
+	s.n.counters.bytesOut.Add(uint64(s.u2c.n))
+	s.c2u.n, s.u2c.n = 0, 0
+	s.n = nil
+}
+
+// relay moves bytes from src to dst until one would block. Small reads are
+// copied through the loop's buffer: one read and one write per message. A
+// read that fills the buffer starts a bulk transfer, which is spliced
+// through a pipe until the source runs dry. Bytes dst cannot take yet stay
+// with the direction, and nothing more is read until they are gone. With
+// holdEOF the source's end is returned as an error instead of passed on.
+func (s *session) relay(d *dir, src, dst *side, holdEOF bool) error {
+	budget := turnBytes
+
+	for budget > 0 {
+		if d.inPipe > 0 || len(d.pending) > 0 {
+			m, err := s.flush(d, dst)
+			if err != nil || m == 0 {
+				return err
+			}
+
+			budget -= m
+
+			continue
+		}
+
+		if d.eof {
+			return s.shut(d, dst)
+		}
+
+		if !src.rd {
+			return nil
+		}
+
+		var (
+			m   int
+			err error
+		)
+
+		if d.bulk {
+			m, err = s.spliceIn(d, src)
+		} else {
+			m, err = s.readIn(d, src, dst)
+		}
+
+		if err != nil {
+			return err
+		}
+
+		if m == 0 && d.eof && holdEOF && d.n == 0 {
+			return srcError{io.EOF}
+		}
+
+		d.n += int64(m)
+		budget -= m
+	}
+
+	s.l.again(s)
+
+	return nil
+}
+
+// readIn reads into the loop's buffer and writes what it got; what dst
+// does not take is copied to d.pending.
+func (s *session) readIn(d *dir, src, dst *side) (int, error) {
+	m, err := unix.Read(src.fd, s.l.buf)
+
+	switch {
+	case errors.Is(err, unix.EAGAIN):
+		src.rd = false
+
+		return 0, nil
+	case errors.Is(err, unix.EINTR):
+		return 0, nil
+	case err != nil:
+		return 0, srcError{err}
+	case m == 0:
+		d.eof = true
+
+		return 0, nil
+	}
+
+	// A short read emptied the socket: epoll reports the next arrival.
+	src.rd = m == len(s.l.buf)
+	d.bulk = src.rd
+
+	w := 0
+	if dst.wr {
+		w, err = unix.Write(dst.fd, s.l.buf[:m])
+		if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
+			dst.wr, w, err = false, 0, nil
+		}
+
+		if err != nil {
+			return 0, err
+		}
+
+		w = max(w, 0)
+	}
+
+	if w < m {
+		d.pending = append([]byte(nil), s.l.buf[w:m]...)
+	}
+
+	return m, nil
+}
+
+// spliceIn moves what src has queued into a pipe, zero-copy.
+func (s *session) spliceIn(d *dir, src *side) (int, error) {
+	if !d.hasPipe {
+		p, err := s.l.getPipe()
+		if err != nil {
+			// Out of descriptors: copy instead of splicing.
+			d.bulk = false
+
+			return 0, nil
+		}
+
+		d.p, d.hasPipe = p, true
+	}
+
+	m, err := unix.Splice(src.fd, nil, d.p.w, nil, maxSplice, unix.SPLICE_F_NONBLOCK|unix.SPLICE_F_MOVE)
+
+	switch {
+	case errors.Is(err, unix.EAGAIN):
+		src.rd, d.bulk = false, false
+		s.dropPipe(d)
+
+		return 0, nil
+	case errors.Is(err, unix.EINTR):
+		return 0, nil
+	case err != nil:
+		return 0, srcError{err}
+	case m == 0:
+		d.eof = true
+		s.dropPipe(d)
+
+		return 0, nil
+	}
+
+	d.inPipe = int(m)
+
+	return int(m), nil
+}
+
+// flush writes what the direction holds to dst; 0 means dst would block.
+func (s *session) flush(d *dir, dst *side) (int, error) {
+	if !dst.wr {
+		return 0, nil
+	}
+
+	var (
+		m   int
+		err error
+	)
+
+	if d.inPipe > 0 {
+		var n int64
+		n, err = unix.Splice(d.p.r, nil, dst.fd, nil, d.inPipe, unix.SPLICE_F_NONBLOCK|unix.SPLICE_F_MOVE)
+		m = int(n)
+	} else {
+		m, err = unix.Write(dst.fd, d.pending)
+	}
+
+	switch {
+	case errors.Is(err, unix.EAGAIN):
+		dst.wr = false
+
+		return 0, nil
+	case errors.Is(err, unix.EINTR):
+		return 1, nil // try again
+	case err != nil:
+		return 0, err
+	}
+
+	if d.inPipe > 0 {
+		d.inPipe -= m
+		if d.inPipe == 0 {
+			s.dropPipe(d)
+		}
+	} else {
+		d.pending = d.pending[m:]
+		if len(d.pending) == 0 {
+			d.pending = nil
+		}
+	}
+
+	return max(m, 1), nil
+}
+
+// dropPipe gives an empty pipe back to the loop.
+func (s *session) dropPipe(d *dir) {
+	if d.hasPipe && d.inPipe == 0 {
+		s.l.putPipe(d.p)
+		d.hasPipe = false
+	}
+}
+
+// shut passes the source's end on as a half-close, once.
+func (s *session) shut(d *dir, dst *side) error {
+	if d.shut {
+		return nil
+	}
+
+	d.shut = true
+
+	if err := unix.Shutdown(dst.fd, unix.SHUT_WR); err != nil && !errors.Is(err, unix.ENOTCONN) {
+		return err
+	}
+
+	return nil
+}
+
+// fail ends the session after an error on either side.
+func (s *session) fail(err error) {
+	if ce := s.b.log.Check(zap.DebugLevel, "connection ended with an error"); ce != nil {
+		ce.Write(zap.Error(err))
+	}
+
+	s.finish()
+}
+
+// finish closes both sides and everything the session holds.
+func (s *session) finish() {
+	if s.done {
+		return
+	}
+
+	s.done = true
+
+	if s.timer != nil {
+		s.timer.Stop()
+	}
+
+	for _, d := range s.dials {
+		s.l.closeSlot(d.slot)
+	}
+
+	s.dials = nil
+
+	if s.linked {
+		s.unlink()
+	}
+
+	s.l.closeSlot(s.client.slot)
+
+	for _, d := range []*dir{&s.c2u, &s.u2c} {
+		if d.hasPipe && d.inPipe > 0 {
+			d.p.close() // holds bytes nobody will read
+		} else {
+			s.dropPipe(d)
+		}
+	}
+
+	delete(s.l.sessions, s)
+	s.b.sessionEnded()
+}

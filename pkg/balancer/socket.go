@@ -1,0 +1,215 @@
+package balancer
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// errRelayOwned is what a clientSocket answers to I/O: its descriptor
+// belongs to the relay loops, which do all reading and writing.
+var errRelayOwned = errors.New("balancer: socket is served by the relay loop")
+
+// clientSocket is an accepted connection as a bare non-blocking descriptor.
+// It travels from the listener through tcpproxy's accept loop to
+// HandleConn, which hands the descriptor to a relay loop. It never enters
+// Go's poller: registering there, reading the local address and setting
+// options on every accept would cost several syscalls a connection for a
+// socket the relay loop serves anyway.
+type clientSocket struct {
+	fd     int
+	local  net.Addr
+	remote netip.AddrPort
+}
+
+func (c *clientSocket) Read([]byte) (int, error)  { return 0, errRelayOwned }
+func (c *clientSocket) Write([]byte) (int, error) { return 0, errRelayOwned }
+
+// Close closes the descriptor unless HandleConn took it.
+func (c *clientSocket) Close() error {
+	if c.fd < 0 {
+		return nil
+	}
+
+	fd := c.fd
+	c.fd = -1
+
+	return unix.Close(fd)
+}
+
+// take hands the descriptor over; Close no longer touches it.
+func (c *clientSocket) take() int {
+	fd := c.fd
+	c.fd = -1
+
+	return fd
+}
+
+func (c *clientSocket) LocalAddr() net.Addr { return c.local }
+func (c *clientSocket) RemoteAddr() net.Addr {
+	return net.TCPAddrFromAddrPort(c.remote)
+}
+func (c *clientSocket) SetDeadline(time.Time) error      { return errRelayOwned }
+func (c *clientSocket) SetReadDeadline(time.Time) error  { return errRelayOwned }
+func (c *clientSocket) SetWriteDeadline(time.Time) error { return errRelayOwned }
+
+// acceptRaw accepts one connection from a listener as a non-blocking
+// descriptor, waiting in Go's poller while none is queued.
+func acceptRaw(raw syscall.RawConn, local net.Addr) (*clientSocket, error) {
+	var (
+		nfd  int
+		sa   unix.Sockaddr
+		aerr error
+	)
+
+	err := raw.Read(func(fd uintptr) bool {
+		for {
+			nfd, sa, aerr = unix.Accept4(int(fd), unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+			if !errors.Is(aerr, unix.EINTR) {
+				break
+			}
+		}
+
+		return !errors.Is(aerr, unix.EAGAIN)
+	})
+	if err != nil {
+		return nil, err
+	}
+
+	if aerr != nil {
+		return nil, &net.OpError{Op: "accept", Net: "tcp", Addr: local, Err: aerr}
+	}
+
+	return &clientSocket{fd: nfd, local: local, remote: addrPortOf(sa)}, nil
+}
+
+func addrPortOf(sa unix.Sockaddr) netip.AddrPort {
+	switch sa := sa.(type) {
+	case *unix.SockaddrInet4:
+		return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(sa.Port))
+	case *unix.SockaddrInet6:
+		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr), uint16(sa.Port))
+	}
+
+	return netip.AddrPort{}
+}
+
+func sockaddrOf(ap netip.AddrPort) (int, unix.Sockaddr) {
+	a := ap.Addr().Unmap()
+	if a.Is4() {
+		return unix.AF_INET, &unix.SockaddrInet4{Port: int(ap.Port()), Addr: a.As4()}
+	}
+
+	return unix.AF_INET6, &unix.SockaddrInet6{Port: int(ap.Port()), Addr: a.As16()}
+}
+
+// sockopt is one integer socket option.
+type sockopt struct{ level, name, value int }
+
+// socketOptions are set on the listener, whose accepted sockets inherit
+// them on Linux, and on every upstream socket. Keepalive and
+// TCP_USER_TIMEOUT make a peer that vanished without a FIN release the
+// other side; TCP_NODELAY keeps small requests from waiting on Nagle.
+func socketOptions(s *Settings) []sockopt {
+	opts := []sockopt{{unix.IPPROTO_TCP, unix.TCP_NODELAY, 1}}
+
+	if s.KeepAlivePeriod > 0 {
+		secs := max(int(s.KeepAlivePeriod/time.Second), 1)
+		opts = append(opts,
+			sockopt{unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1},
+			sockopt{unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, secs},
+			sockopt{unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, secs})
+	} else {
+		opts = append(opts, sockopt{unix.SOL_SOCKET, unix.SO_KEEPALIVE, 0})
+	}
+
+	if s.TCPUserTimeout > 0 {
+		opts = append(opts, sockopt{unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, int(s.TCPUserTimeout / time.Millisecond)})
+	}
+
+	return opts
+}
+
+func setOptions(fd int, opts []sockopt) error {
+	for _, o := range opts {
+		if err := unix.SetsockoptInt(fd, o.level, o.name, o.value); err != nil {
+			return fmt.Errorf("setsockopt(%d, %d): %w", o.level, o.name, err)
+		}
+	}
+
+	return nil
+}
+
+// tuneListener sets the socket options on the listener, for the sockets
+// it will accept, and returns those the listener refused: some kernels
+// take TCP_USER_TIMEOUT only on a connected socket, so it is set on each
+// accepted one instead.
+func tuneListener(raw syscall.RawConn, s *Settings) ([]sockopt, error) {
+	var (
+		left []sockopt
+		serr error
+	)
+
+	err := raw.Control(func(fd uintptr) {
+		for _, o := range socketOptions(s) {
+			err := unix.SetsockoptInt(int(fd), o.level, o.name, o.value)
+
+			switch {
+			case errors.Is(err, unix.ENOPROTOOPT):
+				left = append(left, o)
+			case err != nil:
+				serr = fmt.Errorf("setsockopt(%d, %d): %w", o.level, o.name, err)
+
+				return
+			}
+		}
+	})
+
+	return left, errors.Join(err, serr)
+}
+
+// connectRaw starts a non-blocking connect to ap. The socket becomes
+// writable when it completes, also when it did at once: epoll reports a
+// socket that is ready when it is added.
+func connectRaw(ap netip.AddrPort, opts []sockopt) (int, error) {
+	family, sa := sockaddrOf(ap)
+
+	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_TCP)
+	if err != nil {
+		return -1, fmt.Errorf("dial %s: socket: %w", ap, err)
+	}
+
+	if err := setOptions(fd, opts); err != nil {
+		_ = unix.Close(fd)
+
+		return -1, fmt.Errorf("dial %s: %w", ap, err)
+	}
+
+	err = unix.Connect(fd, sa)
+	if err == nil || errors.Is(err, unix.EINPROGRESS) || errors.Is(err, unix.EINTR) {
+		return fd, nil
+	}
+
+	_ = unix.Close(fd)
+
+	return -1, &net.OpError{Op: "dial", Net: "tcp", Addr: net.TCPAddrFromAddrPort(ap), Err: err}
+}
+
+// connectResult reads the outcome of a non-blocking connect.
+func connectResult(fd int, ap netip.AddrPort) error {
+	errno, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR)
+	if err == nil && errno != 0 {
+		err = syscall.Errno(errno)
+	}
+
+	if err != nil {
+		return &net.OpError{Op: "dial", Net: "tcp", Addr: net.TCPAddrFromAddrPort(ap), Err: err}
+	}
+
+	return nil
+}

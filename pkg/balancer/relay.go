@@ -61,7 +61,7 @@ type session struct {
 	c2u, u2c dir
 
 	queued bool // in l.ready
-	done    bool
+	done   bool
 }
 
 // side is one socket of a session and what epoll said of it since it

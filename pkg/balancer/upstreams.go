@@ -4,8 +4,8 @@ import (
 	"context"
 	"net"
 	"net/netip"
-	"strconv"
 	"slices"
+	"strconv"
 	"sync/atomic"
 	"time"
 

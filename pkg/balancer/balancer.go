@@ -150,7 +150,9 @@ func New(opts Options, endpoints []Endpoint) (*Balancer, error) {
 	for range runtime.GOMAXPROCS(0) {
 		l, err := newLoop(b)
 		if err != nil {
-			b.closeLoops()
+			for _, l := range b.loops {
+				l.stop()
+			}
 
 			return nil, err
 		}
@@ -268,7 +270,6 @@ func (b *Balancer) Shutdown(ctx context.Context) int {
 
 	b.cancel()
 	b.bg.Wait()
-	b.closeLoops()
 
 	return cut
 }
@@ -280,12 +281,6 @@ func (b *Balancer) tuneListener(s *Settings) error {
 	}
 
 	return err
-}
-
-func (b *Balancer) closeLoops() {
-	for _, l := range b.loops {
-		l.closeFDs()
-	}
 }
 
 // store makes s the current settings.

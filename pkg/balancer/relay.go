@@ -422,6 +422,7 @@ func (s *session) clientToUpstream() error {
 			continue
 		}
 
+		s.client.rd = m == replayLimit // a short read emptied the socket
 		s.c2u.n += int64(m)
 		s.buf = append(s.buf, s.l.buf[:m]...)
 		s.replay = len(s.buf) <= replayLimit
@@ -651,13 +652,19 @@ func (s *session) dropPipe(d *dir) {
 	}
 }
 
-// shut passes the source's end on as a half-close, once.
+// shut passes the source's end on as a half-close, once. When the other
+// direction is already done, the session is about to close both sockets,
+// and the close sends the FIN.
 func (s *session) shut(d *dir, dst *side) error {
 	if d.shut {
 		return nil
 	}
 
 	d.shut = true
+
+	if s.c2u.shut && s.u2c.shut {
+		return nil
+	}
 
 	if err := unix.Shutdown(dst.fd, unix.SHUT_WR); err != nil && !errors.Is(err, unix.ENOTCONN) {
 		return err

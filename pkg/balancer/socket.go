@@ -59,23 +59,25 @@ func (c *clientSocket) SetReadDeadline(time.Time) error  { return errRelayOwned 
 func (c *clientSocket) SetWriteDeadline(time.Time) error { return errRelayOwned }
 
 // acceptRaw accepts one connection from a listener as a non-blocking
-// descriptor, waiting in Go's poller while none is queued.
+// descriptor, waiting in Go's poller while none is queued. It uses the
+// standard library's accept4: x/sys/unix's asks the kernel for the
+// protocol of every IPv4 peer, a syscall per connection for nothing.
 func acceptRaw(raw syscall.RawConn, local net.Addr) (*clientSocket, error) {
 	var (
 		nfd  int
-		sa   unix.Sockaddr
+		sa   syscall.Sockaddr
 		aerr error
 	)
 
 	err := raw.Read(func(fd uintptr) bool {
 		for {
-			nfd, sa, aerr = unix.Accept4(int(fd), unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
-			if !errors.Is(aerr, unix.EINTR) {
+			nfd, sa, aerr = syscall.Accept4(int(fd), syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC)
+			if !errors.Is(aerr, syscall.EINTR) {
 				break
 			}
 		}
 
-		return !errors.Is(aerr, unix.EAGAIN)
+		return !errors.Is(aerr, syscall.EAGAIN)
 	})
 	if err != nil {
 		return nil, err
@@ -88,11 +90,11 @@ func acceptRaw(raw syscall.RawConn, local net.Addr) (*clientSocket, error) {
 	return &clientSocket{fd: nfd, local: local, remote: addrPortOf(sa)}, nil
 }
 
-func addrPortOf(sa unix.Sockaddr) netip.AddrPort {
+func addrPortOf(sa syscall.Sockaddr) netip.AddrPort {
 	switch sa := sa.(type) {
-	case *unix.SockaddrInet4:
+	case *syscall.SockaddrInet4:
 		return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(sa.Port))
-	case *unix.SockaddrInet6:
+	case *syscall.SockaddrInet6:
 		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr), uint16(sa.Port))
 	}
 

@@ -150,9 +150,7 @@ func New(opts Options, endpoints []Endpoint) (*Balancer, error) {
 	for range runtime.GOMAXPROCS(0) {
 		l, err := newLoop(b)
 		if err != nil {
-			for _, l := range b.loops {
-				l.stop()
-			}
+			b.closeLoops()
 
 			return nil, err
 		}
@@ -270,8 +268,15 @@ func (b *Balancer) Shutdown(ctx context.Context) int {
 
 	b.cancel()
 	b.bg.Wait()
+	b.closeLoops()
 
 	return cut
+}
+
+func (b *Balancer) closeLoops() {
+	for _, l := range b.loops {
+		l.closeFDs()
+	}
 }
 
 func (b *Balancer) tuneListener(s *Settings) error {

@@ -4,13 +4,14 @@
 // failed.
 //
 // It is built on go-loadbalancer's upstream.List, which schedules the health
-// checks and reconciles the upstream set, and on the tcpproxy.Proxy that
-// go-loadbalancer uses, which runs the accept loop. Selection, dialing and
-// copying are ours: the library's Pick cannot skip an upstream that just
-// failed a dial, and its target closes the client on the first dial error.
-// Connections are served by epoll loops, one per CPU (see loop), rather
-// than by goroutines, so that an idle connection holds no stack and no
-// buffer.
+// checks and reconciles the upstream set. Selection, dialing and copying are
+// ours: the library's Pick cannot skip an upstream that just failed a dial,
+// and its tcpproxy target closes the client on the first dial error.
+// Connections are accepted and served by epoll loops, one per CPU (see
+// loop), not by goroutines: an idle connection holds no stack and no
+// buffer, and a new one costs no goroutine and no hand-over between
+// threads. tcpproxy's goroutine-per-connection accept loop was measured
+// at 10% of the connection rate.
 package balancer
 
 import (
@@ -25,7 +26,6 @@ import (
 	"time"
 
 	"github.com/siderolabs/go-loadbalancer/upstream"
-	"github.com/siderolabs/tcpproxy"
 	"go.uber.org/zap"
 )
 
@@ -51,6 +51,8 @@ type Options struct {
 	// example inherited from systemd) and closed on Shutdown.
 	Listener net.Listener
 	Logger   *zap.Logger
+	// Loops is the number of relay loops; zero means GOMAXPROCS.
+	Loops int
 	Settings
 }
 
@@ -85,8 +87,7 @@ const healthJitter = 0.2
 type Balancer struct {
 	log      *zap.Logger
 	settings atomic.Pointer[Settings]
-	proxy    tcpproxy.Proxy
-	ln       *retryListener
+	acc      *acceptor
 
 	// listMu serialises replacing the list with reconciling it.
 	listMu sync.Mutex
@@ -112,10 +113,6 @@ type Balancer struct {
 
 	stats counters
 
-	proxyDone chan struct{}
-	proxyErr  error
-	closing   bool
-
 	// ctx ends on Shutdown: pending dials give up and background work
 	// (bg) finishes before Shutdown returns.
 	ctx    context.Context
@@ -137,17 +134,21 @@ func New(opts Options, endpoints []Endpoint) (*Balancer, error) {
 		opts.Logger = zap.NewNop()
 	}
 
-	ln, err := newRetryListener(opts.Listener, opts.Logger)
+	acc, err := newAcceptor(opts.Listener, opts.Logger)
 	if err != nil {
 		return nil, err
 	}
 
-	b := &Balancer{log: opts.Logger, ln: ln, proxyDone: make(chan struct{}), idle: make(chan struct{}), cursor: -1}
+	if opts.Loops <= 0 {
+		opts.Loops = runtime.GOMAXPROCS(0)
+	}
+
+	b := &Balancer{log: opts.Logger, acc: acc, idle: make(chan struct{}), cursor: -1}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	b.store(opts.Settings)
 	b.nodes = b.reuseNodes(endpoints)
 
-	for range runtime.GOMAXPROCS(0) {
+	for range opts.Loops {
 		l, err := newLoop(b)
 		if err != nil {
 			b.closeLoops()
@@ -172,7 +173,7 @@ func (b *Balancer) Start() error {
 	defer b.listMu.Unlock()
 
 	if err := b.tuneListener(b.settings.Load()); err != nil {
-		return fmt.Errorf("setting socket options on %s: %w", b.ln.Addr(), err)
+		return fmt.Errorf("setting socket options on %s: %w", b.Addr(), err)
 	}
 
 	list, err := b.newList(*b.settings.Load())
@@ -186,32 +187,13 @@ func (b *Balancer) Start() error {
 		b.bg.Go(l.run)
 	}
 
-	addr := b.ln.Addr().String()
-	b.proxy.ListenFunc = func(string, string) (net.Listener, error) { return b.ln, nil }
-	b.proxy.AddRoute(addr, b)
-
-	if err := b.proxy.Start(); err != nil {
+	if err := b.acc.start(b.loops); err != nil {
 		b.list.Shutdown()
 
-		return fmt.Errorf("starting proxy on %s: %w", addr, err)
+		return fmt.Errorf("serving %s: %w", b.Addr(), err)
 	}
-
-	go b.watchProxy()
 
 	return nil
-}
-
-func (b *Balancer) watchProxy() {
-	err := b.proxy.Wait()
-
-	b.mu.Lock()
-	if !b.closing {
-		b.proxyErr = fmt.Errorf("%w: %s: %w", ErrListenerFailed, b.ln.Addr(), err)
-		b.log.Error("accept loop ended; the proxy is no longer serving", zap.Error(err))
-	}
-	b.mu.Unlock()
-
-	close(b.proxyDone)
 }
 
 // WaitFirstCheck blocks until the first health-check round has finished.
@@ -229,29 +211,23 @@ func (b *Balancer) WaitFirstCheck(ctx context.Context) error {
 
 // Done is closed when the accept loop has ended, by Shutdown or by failure;
 // Err then tells which.
-func (b *Balancer) Done() <-chan struct{} { return b.proxyDone }
+func (b *Balancer) Done() <-chan struct{} { return b.acc.done }
 
 // Err is ErrListenerFailed (wrapped) if the accept loop ended by itself.
 func (b *Balancer) Err() error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
+	b.acc.mu.Lock()
+	defer b.acc.mu.Unlock()
 
-	return b.proxyErr
+	return b.acc.err
 }
 
 // Addr is the address clients connect to.
-func (b *Balancer) Addr() net.Addr { return b.ln.Addr() }
+func (b *Balancer) Addr() net.Addr { return b.acc.ln.Addr() }
 
 // Shutdown stops accepting, waits until in-flight connections finish or ctx
 // ends, then closes the rest. It returns how many connections were cut.
 func (b *Balancer) Shutdown(ctx context.Context) int {
-	b.mu.Lock()
-	b.closing = true
-	b.mu.Unlock()
-
-	_ = b.proxy.Close()
-	_ = b.ln.Close()
-	<-b.proxyDone
+	_ = b.acc.close()
 
 	b.listMu.Lock()
 	if b.list != nil {
@@ -280,7 +256,7 @@ func (b *Balancer) closeLoops() {
 }
 
 func (b *Balancer) tuneListener(s *Settings) error {
-	left, err := tuneListener(b.ln.ctl, s)
+	left, err := tuneListener(b.acc.ctl, s)
 	if err == nil {
 		b.acceptOpts.Store(&left)
 	}

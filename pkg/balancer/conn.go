@@ -2,41 +2,25 @@ package balancer
 
 import (
 	"context"
-	"fmt"
-	"net"
 
 	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
 )
 
-// HandleConn implements tcpproxy.Target: it hands the accepted socket to a
-// relay loop, which connects it to an upstream (see dialNext) and copies
-// bytes both ways until both sides are done.
-func (b *Balancer) HandleConn(c net.Conn) {
-	cs, ok := c.(*clientSocket)
-	if !ok {
-		// Only our listener feeds the proxy; anything else is a bug.
-		b.log.Error("closing a connection of unexpected type", zap.String("type", fmt.Sprintf("%T", c)))
-		_ = c.Close()
-
-		return
-	}
-
+// admit starts a session for an accepted connection; l.mu is held.
+func (l *loop) admit(fd int) {
+	b := l.b
 	b.stats.accepted.Add(1)
 	b.live.Add(1)
 
 	if b.draining.Load() {
-		_ = cs.Close()
+		_ = unix.Close(fd)
 		b.sessionEnded()
 
 		return
 	}
 
-	l := b.loops[b.nextLoop.Add(1)%uint32(len(b.loops))]
-
-	l.mu.Lock()
-	defer l.mu.Unlock()
-
-	l.start(cs.take())
+	l.start(fd)
 }
 
 // sessionEnded counts a session out and tells a drain waiting for the

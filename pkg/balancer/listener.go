@@ -4,8 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -13,111 +13,216 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// retryListener accepts connections as bare descriptors for the relay
-// loops (see clientSocket), and hides transient Accept errors from
-// tcpproxy, whose accept loop ends for good on the first error of any kind:
-// running out of file descriptors once must not leave a node without its
-// API server.
-type retryListener struct {
-	net.Listener
-	// file is a duplicate of the listener's descriptor: a net.Listener's
-	// RawConn cannot wait for readability, an *os.File's can.
-	file *os.File
-	ctl  syscall.RawConn // the listener's own, for socket options
-	log  *zap.Logger
-	// accept takes one connection; tests wrap it to inject errors.
-	accept func() (net.Conn, error)
+// acceptor feeds the relay loops from the listener. The listening socket
+// is in every loop's epoll set with EPOLLEXCLUSIVE, so a new connection
+// wakes one loop, which accepts it and starts its session on the spot: no
+// goroutine and no hand-over between threads per connection.
+//
+// Transient accept errors (out of descriptors, an aborted handshake) take
+// the listener out of the loops for a backoff, then it is put back: running
+// out of file descriptors once must not leave a node without its API
+// server. Any other error ends accepting for good (ErrListenerFailed).
+type acceptor struct {
+	ln  net.Listener
+	fd  int             // ln's descriptor, borrowed
+	ctl syscall.RawConn // ln's, for socket options
+	log *zap.Logger
+	// accept takes one queued connection; tests wrap it to inject errors.
+	accept func(fd int) (int, error)
 
-	closeOnce sync.Once
-	closed    chan struct{}
+	recovering atomic.Bool // the last accept failed
+
+	mu      sync.Mutex
+	loops   []*loop
+	armed   bool
+	backoff time.Duration
+	timer   *time.Timer
+	ended   bool
+	err     error
+	done    chan struct{} // closed when accepting ended
 }
 
 const (
 	minAcceptBackoff = 5 * time.Millisecond
 	maxAcceptBackoff = time.Second
+	// acceptBatch is how many connections a loop accepts per wake-up
+	// before it serves its sessions again.
+	acceptBatch = 16
 )
 
-func newRetryListener(ln net.Listener, log *zap.Logger) (*retryListener, error) {
+func newAcceptor(ln net.Listener, log *zap.Logger) (*acceptor, error) {
 	sc, ok := ln.(syscall.Conn)
 	if !ok {
 		return nil, fmt.Errorf("balancer: listener %T is not a socket", ln)
 	}
 
-	lraw, err := sc.SyscallConn()
+	ctl, err := sc.SyscallConn()
 	if err != nil {
 		return nil, fmt.Errorf("balancer: listener: %w", err)
 	}
 
-	var (
-		dup  int
-		derr error
-	)
+	a := &acceptor{ln: ln, ctl: ctl, log: log, accept: accept4, done: make(chan struct{})}
 
-	if err := lraw.Control(func(fd uintptr) { dup, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+	if err := ctl.Control(func(fd uintptr) { a.fd = int(fd) }); err != nil {
 		return nil, fmt.Errorf("balancer: listener: %w", err)
 	}
 
-	if derr != nil {
-		return nil, fmt.Errorf("balancer: duplicating the listener: %w", derr)
-	}
-
-	// The descriptor is non-blocking (it shares the listener's file
-	// status), so the file waits in Go's poller.
-	file := os.NewFile(uintptr(dup), "listener")
-
-	raw, err := file.SyscallConn()
-	if err != nil {
-		_ = file.Close()
-
-		return nil, fmt.Errorf("balancer: listener: %w", err)
-	}
-
-	l := &retryListener{Listener: ln, file: file, ctl: lraw, log: log, closed: make(chan struct{})}
-	l.accept = func() (net.Conn, error) { return acceptRaw(raw, ln.Addr()) }
-
-	return l, nil
+	return a, nil
 }
 
-// Accept returns the next connection, waiting out transient errors with
-// exponential backoff. Only a closed or broken listener ends it.
-func (l *retryListener) Accept() (net.Conn, error) {
-	var backoff time.Duration
+func accept4(fd int) (int, error) {
+	nfd, _, err := syscall.Accept4(fd, syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC)
 
-	for {
-		c, err := l.accept()
-		if err == nil {
-			if backoff > 0 {
-				l.log.Info("accepting connections again")
+	return nfd, err
+}
+
+// start puts the listener into the loops.
+func (a *acceptor) start(loops []*loop) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+
+	a.loops = loops
+
+	return a.arm()
+}
+
+// arm adds the listener to every loop's epoll set; a.mu is held.
+// Level-triggered: a loop that leaves connections queued is woken again.
+func (a *acceptor) arm() error {
+	for i, l := range a.loops {
+		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLEXCLUSIVE, Fd: listenerSlot}
+		if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, a.fd, &ev); err != nil {
+			for _, l := range a.loops[:i] {
+				_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, a.fd, nil)
 			}
 
-			return c, nil
+			return fmt.Errorf("epoll_ctl: %w", err)
 		}
+	}
 
-		if !transientAcceptError(err) {
-			return nil, err
-		}
+	a.armed = true
 
-		backoff = min(max(2*backoff, minAcceptBackoff), maxAcceptBackoff)
-		l.log.Warn("accept failed; retrying", zap.Error(err), zap.Duration("backoff", backoff))
+	return nil
+}
 
-		select {
-		case <-time.After(backoff):
-		case <-l.closed:
-			return nil, net.ErrClosed
+// disarm takes the listener out of the loops; a.mu is held.
+func (a *acceptor) disarm() {
+	if !a.armed {
+		return
+	}
+
+	for _, l := range a.loops {
+		_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, a.fd, nil)
+	}
+
+	a.armed = false
+}
+
+// acceptSome accepts up to acceptBatch connections into l; l.mu is held.
+func (l *loop) acceptSome() {
+	a := l.b.acc
+
+	for range acceptBatch {
+		fd, err := a.accept(a.fd)
+
+		switch {
+		case err == nil:
+			if a.recovering.Load() {
+				a.recovered()
+			}
+
+			l.admit(fd)
+		case errors.Is(err, unix.EAGAIN):
+			return
+		case errors.Is(err, unix.EINTR):
+			continue
+		case transientAcceptError(err):
+			a.pause(err)
+
+			return
+		default:
+			a.fail(err)
+
+			return
 		}
 	}
 }
 
-// Close closes the listener once.
-func (l *retryListener) Close() error {
-	var err error
+func (a *acceptor) recovered() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
 
-	l.closeOnce.Do(func() {
-		close(l.closed)
-		err = errors.Join(l.Listener.Close(), l.file.Close())
+	if a.recovering.Swap(false) {
+		a.backoff = 0
+		a.log.Info("accepting connections again")
+	}
+}
+
+// pause takes the listener out of the loops for a backoff that doubles
+// while errors go on.
+func (a *acceptor) pause(err error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+
+	if a.ended || !a.armed {
+		return
+	}
+
+	a.disarm()
+	a.recovering.Store(true)
+	a.backoff = min(max(2*a.backoff, minAcceptBackoff), maxAcceptBackoff)
+	a.log.Warn("accept failed; retrying", zap.Error(err), zap.Duration("backoff", a.backoff))
+
+	a.timer = time.AfterFunc(a.backoff, func() {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+
+		if a.ended || a.armed {
+			return
+		}
+
+		if err := a.arm(); err != nil {
+			a.end(err)
+		}
 	})
+}
 
-	return err
+// fail ends accepting after an error the listener does not recover from.
+func (a *acceptor) fail(err error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+
+	a.end(err)
+}
+
+// end stops accepting; a.mu is held. err is nil for a close.
+func (a *acceptor) end(err error) {
+	if a.ended {
+		return
+	}
+
+	a.disarm()
+
+	if a.timer != nil {
+		a.timer.Stop()
+	}
+
+	if err != nil {
+		a.err = fmt.Errorf("%w: %s: %w", ErrListenerFailed, a.ln.Addr(), err)
+		a.log.Error("accept loop ended; the proxy is no longer serving", zap.Error(err))
+	}
+
+	a.ended = true
+	close(a.done)
+}
+
+// close stops accepting and closes the listener.
+func (a *acceptor) close() error {
+	a.mu.Lock()
+	a.end(nil)
+	a.mu.Unlock()
+
+	return a.ln.Close()
 }
 
 // transientAcceptError reports resource shortages and aborted handshakes:

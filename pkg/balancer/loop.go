@@ -59,8 +59,11 @@ const (
 	roleDial
 )
 
-// wakeSlot marks the eventfd's events.
-const wakeSlot = -1
+// Slots of the descriptors that are not a session's.
+const (
+	wakeSlot     = -1 // the eventfd
+	listenerSlot = -2
+)
 
 // maxSparePipes bounds the empty pipes a loop keeps for later.
 const maxSparePipes = 16
@@ -134,7 +137,12 @@ func (l *loop) run() {
 }
 
 func (l *loop) dispatch(ev unix.EpollEvent) {
-	if ev.Fd == wakeSlot {
+	switch ev.Fd {
+	case wakeSlot:
+		return
+	case listenerSlot:
+		l.acceptSome()
+
 		return
 	}
 

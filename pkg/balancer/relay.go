@@ -48,10 +48,12 @@ type session struct {
 	linked     bool  // up is connected and attached
 	n          *node // the upstream of up
 
+	born     time.Time
 	tried    []*node
 	dials    []*dialing // connects in flight, racing
 	lastDial time.Time
 	timer    *time.Timer // head start and dial timeout, while dialing
+	starved  bool        // waiting for a descriptor to dial with
 	moved    *node       // the upstream that ended before answering
 
 	replay bool   // buf holds everything the client sent
@@ -104,7 +106,7 @@ func (e srcError) Unwrap() error { return e.err }
 
 // start begins a session for an accepted client; l.mu is held.
 func (l *loop) start(fd int) {
-	s := &session{l: l, b: l.b, replay: true}
+	s := &session{l: l, b: l.b, replay: true, born: time.Now()}
 
 	if opts := l.b.acceptOpts.Load(); opts != nil && len(*opts) > 0 {
 		if err := setOptions(fd, *opts); err != nil {
@@ -153,6 +155,14 @@ func (s *session) dialNext() bool {
 		start := time.Now()
 
 		fd, err := connectRaw(*ap, opts)
+		if localShortage(err) {
+			// The process is out of descriptors or memory, not the
+			// upstream: try again shortly, within the dial timeout.
+			s.tried = s.tried[:len(s.tried)-1]
+
+			return s.starve(err)
+		}
+
 		if err != nil {
 			s.b.stats.dials.observe(time.Since(start))
 			s.b.dialFailed(n, err)
@@ -178,6 +188,45 @@ func (s *session) dialNext() bool {
 	}
 }
 
+// starvedRetry is how soon a dial that found no free descriptor is tried
+// again.
+const starvedRetry = 20 * time.Millisecond
+
+// starve waits starvedRetry for a descriptor, unless the dial timeout
+// would pass first.
+func (s *session) starve(err error) bool {
+	if time.Since(s.born)+starvedRetry > s.b.settings.Load().DialTimeout {
+		return false
+	}
+
+	if !s.starved {
+		s.b.log.Warn("no descriptor to dial an upstream with; retrying", zap.Error(err))
+	}
+
+	s.starved = true
+	s.after(starvedRetry)
+
+	return true
+}
+
+func localShortage(err error) bool {
+	for _, errno := range []unix.Errno{unix.EMFILE, unix.ENFILE, unix.ENOBUFS, unix.ENOMEM} {
+		if errors.Is(err, errno) {
+			return true
+		}
+	}
+
+	return false
+}
+
+func (s *session) after(d time.Duration) {
+	if s.timer == nil {
+		s.timer = time.AfterFunc(d, s.tick)
+	} else {
+		s.timer.Reset(d)
+	}
+}
+
 // schedule sets the timer to the next dial timeout or head start.
 func (s *session) schedule() {
 	st := s.b.settings.Load()
@@ -187,12 +236,7 @@ func (s *session) schedule() {
 		next = race
 	}
 
-	wait := time.Until(next)
-	if s.timer == nil {
-		s.timer = time.AfterFunc(wait, s.tick)
-	} else {
-		s.timer.Reset(wait)
-	}
+	s.after(time.Until(next))
 }
 
 // tick times out dials that took too long and races a dial that passed
@@ -201,7 +245,20 @@ func (s *session) tick() {
 	s.l.mu.Lock()
 	defer s.l.mu.Unlock()
 
-	if s.done || len(s.dials) == 0 {
+	if s.done {
+		return
+	}
+
+	if s.starved && len(s.dials) == 0 {
+		s.starved = false
+		if !s.dialNext() {
+			s.noUpstream(nil)
+		}
+
+		return
+	}
+
+	if len(s.dials) == 0 {
 		return
 	}
 

@@ -68,7 +68,7 @@ var ErrStalled = errors.New("stalled")
 // API server is down.
 func (b *Balancer) Alive() error {
 	select {
-	case <-b.proxyDone:
+	case <-b.acc.done:
 		return fmt.Errorf("accept loop: %w", ErrStalled)
 	default:
 	}

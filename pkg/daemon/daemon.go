@@ -49,6 +49,8 @@ type Options struct {
 	Notifier Notifier
 	// Watchdog is the service manager's watchdog timeout; 0 for none.
 	Watchdog time.Duration
+	// Loops is the number of relay loops; zero means GOMAXPROCS.
+	Loops int
 
 	// Reload re-reads the configuration; each value on Reloads asks for it.
 	Reload  func() (config.Config, error)
@@ -102,6 +104,7 @@ func New(opts Options) (*Daemon, error) {
 	d.lb, err = balancer.New(balancer.Options{
 		Listener: ln,
 		Logger:   d.log.Named("balancer"),
+		Loops:    opts.Loops,
 		Settings: d.balancerSettings(cfg),
 	}, d.set.endpoints())
 	if err != nil {

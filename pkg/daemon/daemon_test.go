@@ -24,6 +24,13 @@ import (
 func start(t *testing.T, healthAddr string, endpoints ...string) (*Daemon, string) {
 	t.Helper()
 
+	return startWith(t, func(*config.Config) {}, healthAddr, endpoints...)
+}
+
+// startWith is start with a change to the test configuration.
+func startWith(t *testing.T, change func(*config.Config), healthAddr string, endpoints ...string) (*Daemon, string) {
+	t.Helper()
+
 	cfg := config.Default()
 	cfg.Endpoints = endpoints
 	cfg.HealthAddress = healthAddr
@@ -33,6 +40,7 @@ func start(t *testing.T, healthAddr string, endpoints ...string) (*Daemon, strin
 	cfg.HealthInterval = 50 * time.Millisecond
 	cfg.HealthTimeout = 40 * time.Millisecond
 	cfg.StateDirectory = t.TempDir()
+	change(&cfg)
 
 	d, err := New(Options{Config: cfg, Logger: zaptest.NewLogger(t)})
 	if err != nil {
@@ -240,9 +248,21 @@ func TestMetricsDuringFailover(t *testing.T) {
 
 	a := echoServer(t, "127.0.5.6:0")
 	b := echoServer(t, "127.0.5.7:0")
-	d, base := start(t, "127.0.5.1", a.Addr().String(), b.Addr().String())
+	// One check round, at start: it sees b alive, and no later round can
+	// take b out before the dials after its death find it refusing.
+	hourly := func(c *config.Config) { c.HealthInterval = time.Hour }
+	d, base := startWith(t, hourly, "127.0.5.1", a.Addr().String(), b.Addr().String())
 
-	for range 6 {
+	exchange(t, d.ProxyAddr().String()) // Run has started the balancer
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	if err := d.lb.WaitFirstCheck(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	for range 5 {
 		exchange(t, d.ProxyAddr().String())
 	}
 

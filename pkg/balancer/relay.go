@@ -48,13 +48,14 @@ type session struct {
 	linked     bool  // up is connected and attached
 	n          *node // the upstream of up
 
-	born     time.Time
-	tried    []*node
-	dials    []*dialing // connects in flight, racing
-	lastDial time.Time
-	timer    *time.Timer // head start and dial timeout, while dialing
-	starved  bool        // waiting for a descriptor to dial with
-	moved    *node       // the upstream that ended before answering
+	born      time.Time
+	tried     []*node
+	dials     []*dialing // connects in flight, racing
+	lastDial  time.Time
+	wakeSeq   uint32 // of the current deadline in l.wakes
+	starved   bool   // waiting for a descriptor to dial with
+	exhausted bool   // every upstream was tried: nothing left to race
+	moved     *node  // the upstream that ended before answering
 
 	replay bool   // buf holds everything the client sent
 	buf    []byte // client bytes before the answer, sent or not
@@ -140,6 +141,8 @@ func (s *session) dialNext() bool {
 	for {
 		n, err := s.b.pick(s.tried)
 		if err != nil {
+			s.exhausted = true
+
 			return false
 		}
 
@@ -204,7 +207,7 @@ func (s *session) starve(err error) bool {
 	}
 
 	s.starved = true
-	s.after(starvedRetry)
+	s.l.wakeAt(s, time.Now().Add(starvedRetry))
 
 	return true
 }
@@ -219,36 +222,22 @@ func localShortage(err error) bool {
 	return false
 }
 
-func (s *session) after(d time.Duration) {
-	if s.timer == nil {
-		s.timer = time.AfterFunc(d, s.tick)
-	} else {
-		s.timer.Reset(d)
-	}
-}
-
-// schedule sets the timer to the next dial timeout or head start.
+// schedule sets the session's deadline to the next dial timeout or head
+// start.
 func (s *session) schedule() {
 	st := s.b.settings.Load()
 
 	next := s.dials[0].start.Add(st.DialTimeout)
-	if race := s.lastDial.Add(st.DialHeadStart); st.DialHeadStart > 0 && race.Before(next) {
+	if race := s.lastDial.Add(st.DialHeadStart); st.DialHeadStart > 0 && !s.exhausted && race.Before(next) {
 		next = race
 	}
 
-	s.after(time.Until(next))
+	s.l.wakeAt(s, next)
 }
 
 // tick times out dials that took too long and races a dial that passed
 // its head start with the next upstream.
-func (s *session) tick() {
-	s.l.mu.Lock()
-	defer s.l.mu.Unlock()
-
-	if s.done {
-		return
-	}
-
+func (s *session) tick(now time.Time) {
 	if s.starved && len(s.dials) == 0 {
 		s.starved = false
 		if !s.dialNext() {
@@ -263,7 +252,6 @@ func (s *session) tick() {
 	}
 
 	st := s.b.settings.Load()
-	now := time.Now()
 
 	for _, d := range append([]*dialing(nil), s.dials...) {
 		if now.Sub(d.start) >= st.DialTimeout {
@@ -332,9 +320,7 @@ func (s *session) won(d *dialing, readable bool) {
 	now := time.Now()
 	s.b.stats.dials.observe(now.Sub(d.start))
 
-	if s.timer != nil {
-		s.timer.Stop()
-	}
+	s.noWake()
 
 	headStart := s.b.settings.Load().DialHeadStart
 
@@ -747,9 +733,7 @@ func (s *session) finish() {
 
 	s.done = true
 
-	if s.timer != nil {
-		s.timer.Stop()
-	}
+	s.noWake()
 
 	for _, d := range s.dials {
 		s.l.closeSlot(d.slot)

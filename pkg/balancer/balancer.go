@@ -257,11 +257,20 @@ func (b *Balancer) closeLoops() {
 
 func (b *Balancer) tuneListener(s *Settings) error {
 	left, err := tuneListener(b.acc.ctl, s)
-	if err == nil {
-		b.acceptOpts.Store(&left)
+	if err != nil {
+		return err
 	}
 
-	return err
+	// On loopback the peer's kernel answers for it: keepalive probes are
+	// always acknowledged and no segment stays unacknowledged, so what
+	// the listener refused would only cost a syscall per connection.
+	if ta, ok := b.Addr().(*net.TCPAddr); ok && ta.IP.IsLoopback() {
+		left = nil
+	}
+
+	b.acceptOpts.Store(&left)
+
+	return nil
 }
 
 // store makes s the current settings.

@@ -177,7 +177,7 @@ func (l *loop) dispatch(ev unix.EpollEvent) {
 
 	switch r.r {
 	case roleDial:
-		s.dialEvent(r.d, in)
+		s.dialEvent(r.d, ev.Events)
 	case roleClient:
 		s.client.rd = s.client.rd || in
 		s.client.wr = s.client.wr || out

@@ -279,8 +279,17 @@ func (s *session) tick(now time.Time) {
 	}
 }
 
-// dialEvent is epoll's word on a connect in flight.
-func (s *session) dialEvent(d *dialing, readable bool) {
+// dialEvent is epoll's word on a connect in flight. A failed connect
+// always reports EPOLLERR, so SO_ERROR is read only then.
+func (s *session) dialEvent(d *dialing, events uint32) {
+	readable := events&(unix.EPOLLIN|unix.EPOLLRDHUP) != 0
+
+	if events&(unix.EPOLLERR|unix.EPOLLHUP) == 0 {
+		s.won(d, readable)
+
+		return
+	}
+
 	if err := connectResult(d.fd, d.ap); err != nil {
 		s.dropDial(d, err)
 

@@ -52,7 +52,7 @@ test-unit: ## unit, CLI and loopback tests, with the race detector
 bench: build ## side by side with HAProxy and nginx on loopback (~5 min; installs them with apt): bench/results/latest.md
 	BENCH_SKIP_BUILD=1 bench/run.sh
 
-bench-go: ## Go micro-benchmarks of the hot paths (pick, bookkeeping, connect + 64 B round trip)
+bench-go: ## Go micro-benchmarks of the hot paths (pick, relay round trip and bulk, connect + 64 B round trip)
 	$(GO) test -run '^$$' -bench . -benchmem ./pkg/balancer
 
 FUZZTIME ?= 10s

@@ -180,6 +180,42 @@ func TestRacingDialBeatsABlackhole(t *testing.T) {
 	}
 }
 
+// With only a blackhole to dial, the loop's deadline schedule must end the
+// dial at the dial timeout and close the client, and the head start, with
+// nothing left to race, must not spin.
+func TestDialTimeoutClosesTheClient(t *testing.T) {
+	t.Parallel()
+
+	s := quiet
+	s.HealthTimeout = time.Minute
+	s.DialTimeout = 200 * time.Millisecond
+	s.DialHeadStart = 20 * time.Millisecond
+
+	b := startOn(t, listen(t), s, false, blackhole(t))
+
+	c, err := net.Dial("tcp", b.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+
+	// Generous: the point is that the proxy closes it, not how fast.
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+
+	if _, err := c.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+		t.Fatalf("read = %v, want EOF: the proxy gives up on the blackhole", err)
+	}
+
+	st := b.Stats()
+	if st.Rejected != 1 {
+		t.Errorf("rejected %d, want 1", st.Rejected)
+	}
+
+	if n := st.Upstreams[0].DialErrors[ReasonTimeout]; n != 1 {
+		t.Errorf("timeout dial errors %d, want 1", n)
+	}
+}
+
 func TestLeastConnections(t *testing.T) {
 	t.Parallel()
 

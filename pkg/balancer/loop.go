@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -22,10 +23,11 @@ import (
 // A goroutine per direction, as net.Conn copying needs, costs two stacks
 // per idle connection and a scheduler wake-up per message. Here an idle
 // connection is a session struct and two epoll registrations, and a message
-// costs what it costs a C proxy: epoll_wait, then a splice in and a splice
-// out. All session state is guarded by mu, which the loop holds while it
-// handles a batch of events; HandleConn, timers and the balancer take it
-// to start, race or close sessions from other goroutines.
+// costs what it costs a C proxy: epoll_wait, a read and a write. Sessions
+// are started, dialed, raced and copied by the loop's goroutine. Their
+// state is guarded by mu, which the loop holds while it handles a batch of
+// events and which the balancer takes to close sessions from elsewhere
+// (reset, drain, removal).
 type loop struct {
 	b    *Balancer
 	epfd int
@@ -40,6 +42,7 @@ type loop struct {
 	buf      []byte     // scratch for reads that must be copied
 	wakes    wakes      // session deadlines
 	stopped  bool
+	failed   atomic.Bool // run ended on an error: Alive reports it
 }
 
 // reg is one registered descriptor. gen changes whenever the slot is
@@ -119,6 +122,7 @@ func (l *loop) run() {
 		n, err := unix.EpollWait(l.epfd, events, timeout)
 		if err != nil && !errors.Is(err, unix.EINTR) {
 			l.b.log.Error("epoll_wait failed; relay loop ends", zap.Error(err))
+			l.failed.Store(true)
 
 			return
 		}

@@ -2,9 +2,7 @@ package balancer
 
 import (
 	"errors"
-	"fmt"
 	"io"
-	"net/netip"
 	"time"
 
 	"go.uber.org/zap"
@@ -24,11 +22,6 @@ const (
 	maxSplice = 1 << 20
 	// turnBytes is what one session may move before others get a turn.
 	turnBytes = 1 << 20
-)
-
-var (
-	errNotResolved = errors.New("upstream name not resolved yet")
-	errLostRace    = errors.New("connect still pending after the dial head start while another upstream connected")
 )
 
 // session is one proxied client connection, served by a loop; every field
@@ -88,15 +81,6 @@ type dir struct {
 	n       int64
 }
 
-// dialing is one connect in flight.
-type dialing struct {
-	fd    int
-	slot  int32
-	n     *node
-	ap    netip.AddrPort
-	start time.Time
-}
-
 // srcError is a failed read, told apart from a failed write because a
 // reset by the upstream before its answer is retried elsewhere, and a
 // reset by the client is not.
@@ -131,247 +115,6 @@ func (l *loop) start(fd int) {
 	if !s.dialNext() {
 		s.noUpstream(nil)
 	}
-}
-
-// dialNext starts a connect to the next upstream to try. It returns false
-// when there is none.
-func (s *session) dialNext() bool {
-	opts := *s.b.sockopts.Load()
-
-	for {
-		n, err := s.b.pick(s.tried)
-		if err != nil {
-			s.exhausted = true
-
-			return false
-		}
-
-		s.tried = append(s.tried, n)
-
-		ap := n.dialAddr.Load()
-		if ap == nil {
-			s.b.dialFailed(n, errNotResolved)
-
-			continue
-		}
-
-		start := time.Now()
-
-		fd, err := connectRaw(*ap, opts)
-		if localShortage(err) {
-			// The process is out of descriptors or memory, not the
-			// upstream: try again shortly, within the dial timeout.
-			s.tried = s.tried[:len(s.tried)-1]
-
-			return s.starve(err)
-		}
-
-		if err != nil {
-			s.b.stats.dials.observe(time.Since(start))
-			s.b.dialFailed(n, err)
-
-			continue
-		}
-
-		d := &dialing{fd: fd, n: n, ap: *ap, start: start}
-
-		d.slot, err = s.l.register(fd, s, roleDial, d)
-		if err != nil {
-			_ = unix.Close(fd)
-			s.b.dialFailed(n, err)
-
-			continue
-		}
-
-		s.dials = append(s.dials, d)
-		s.lastDial = start
-		s.schedule()
-
-		return true
-	}
-}
-
-// starvedRetry is how soon a dial that found no free descriptor is tried
-// again.
-const starvedRetry = 20 * time.Millisecond
-
-// starve waits starvedRetry for a descriptor, unless the dial timeout
-// would pass first.
-func (s *session) starve(err error) bool {
-	if time.Since(s.born)+starvedRetry > s.b.settings.Load().DialTimeout {
-		return false
-	}
-
-	if !s.starved {
-		s.b.log.Warn("no descriptor to dial an upstream with; retrying", zap.Error(err))
-	}
-
-	s.starved = true
-	s.l.wakeAt(s, time.Now().Add(starvedRetry))
-
-	return true
-}
-
-func localShortage(err error) bool {
-	for _, errno := range []unix.Errno{unix.EMFILE, unix.ENFILE, unix.ENOBUFS, unix.ENOMEM} {
-		if errors.Is(err, errno) {
-			return true
-		}
-	}
-
-	return false
-}
-
-// schedule sets the session's deadline to the next dial timeout or head
-// start.
-func (s *session) schedule() {
-	st := s.b.settings.Load()
-
-	next := s.dials[0].start.Add(st.DialTimeout)
-	if race := s.lastDial.Add(st.DialHeadStart); st.DialHeadStart > 0 && !s.exhausted && race.Before(next) {
-		next = race
-	}
-
-	s.l.wakeAt(s, next)
-}
-
-// tick times out dials that took too long and races a dial that passed
-// its head start with the next upstream.
-func (s *session) tick(now time.Time) {
-	if s.starved && len(s.dials) == 0 {
-		s.starved = false
-		if !s.dialNext() {
-			s.noUpstream(nil)
-		}
-
-		return
-	}
-
-	if len(s.dials) == 0 {
-		return
-	}
-
-	st := s.b.settings.Load()
-
-	for _, d := range append([]*dialing(nil), s.dials...) {
-		if now.Sub(d.start) >= st.DialTimeout {
-			s.dropDial(d, fmt.Errorf("dial %s: %w", d.ap, unix.ETIMEDOUT))
-		}
-	}
-
-	switch {
-	case len(s.dials) == 0:
-		if !s.dialNext() {
-			s.noUpstream(nil)
-
-			return
-		}
-
-		s.b.stats.retried.Add(1)
-	case st.DialHeadStart > 0 && now.Sub(s.lastDial) >= st.DialHeadStart:
-		if s.dialNext() {
-			s.b.stats.raced.Add(1)
-		}
-	}
-
-	if !s.done && len(s.dials) > 0 {
-		s.schedule()
-	}
-}
-
-// dialEvent is epoll's word on a connect in flight. A failed connect
-// always reports EPOLLERR, so SO_ERROR is read only then.
-func (s *session) dialEvent(d *dialing, events uint32) {
-	readable := events&(unix.EPOLLIN|unix.EPOLLRDHUP) != 0
-
-	if events&(unix.EPOLLERR|unix.EPOLLHUP) == 0 {
-		s.won(d, readable)
-
-		return
-	}
-
-	if err := connectResult(d.fd, d.ap); err != nil {
-		s.dropDial(d, err)
-
-		if s.dialNext() {
-			s.b.stats.retried.Add(1)
-		} else if len(s.dials) == 0 {
-			s.noUpstream(err)
-		}
-
-		return
-	}
-
-	s.won(d, readable)
-}
-
-// dropDial ends a connect that failed.
-func (s *session) dropDial(d *dialing, err error) {
-	s.b.stats.dials.observe(time.Since(d.start))
-	s.b.dialFailed(d.n, err)
-
-	for i, x := range s.dials {
-		if x == d {
-			s.dials = append(s.dials[:i], s.dials[i+1:]...)
-
-			break
-		}
-	}
-
-	s.l.closeSlot(d.slot)
-}
-
-// won makes d the session's upstream and cancels the other dials. One
-// still pending after the head start lost to a faster upstream: it is
-// suspended like a failed dial, so that new clients stop paying the head
-// start for it until its next passing check.
-func (s *session) won(d *dialing, readable bool) {
-	now := time.Now()
-	s.b.stats.dials.observe(now.Sub(d.start))
-
-	s.noWake()
-
-	headStart := s.b.settings.Load().DialHeadStart
-
-	for _, other := range s.dials {
-		if other == d {
-			continue
-		}
-
-		s.l.closeSlot(other.slot)
-
-		if headStart > 0 && now.Sub(other.start) >= headStart {
-			s.b.dialFailed(other.n, fmt.Errorf("dial %s: %w", other.ap, errLostRace))
-		}
-	}
-
-	s.dials = s.dials[:0]
-
-	s.l.retag(d.slot, roleUpstream)
-	s.up = side{fd: d.fd, slot: d.slot, rd: readable, wr: true}
-	s.linked = true
-	s.n = d.n
-	d.n.active.Add(1)
-	d.n.total.Add(1)
-	s.sent = 0
-
-	if from := s.moved; from != nil {
-		s.moved = nil
-		s.b.stats.replayed.Add(1)
-		s.b.log.Info("upstream ended before answering; replayed the client's first bytes to the next one",
-			zap.String("from", from.addr), zap.String("to", d.n.addr))
-	} else if ce := s.b.log.Check(zap.DebugLevel, "proxying"); ce != nil {
-		ce.Write(zap.String("upstream", d.n.addr))
-	}
-
-	s.progress()
-}
-
-// noUpstream closes a client that no upstream could take.
-func (s *session) noUpstream(err error) {
-	s.b.stats.rejected.Add(1)
-	s.b.log.Warn("closing client: no upstream could take it", zap.Error(errors.Join(ErrNoUpstreams, err)))
-	s.finish()
 }
 
 // answered reports that the upstream sent its first byte.

@@ -73,6 +73,12 @@ func (b *Balancer) Alive() error {
 	default:
 	}
 
+	for _, l := range b.loops {
+		if l.failed.Load() {
+			return fmt.Errorf("relay loop: %w", ErrStalled)
+		}
+	}
+
 	b.mu.Lock()
 	last := b.lastRound
 	b.mu.Unlock()

@@ -173,6 +173,16 @@ func (b *Balancer) record(n *node, p *probe) (upstream.Tier, error) {
 		n.probe = nil
 	}
 
+	// Out of descriptors or memory here says nothing of the upstream:
+	// taking it out (and resetting its clients) would turn a local
+	// shortage into an outage. The round is skipped for it.
+	if localShortage(p.err) {
+		b.log.Warn("health check not run: the process is short of descriptors or memory",
+			zap.String("upstream", n.addr), zap.Error(p.err))
+
+		return n.tier, nil
+	}
+
 	was := n.usable()
 	n.latency = p.latency
 

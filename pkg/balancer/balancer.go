@@ -112,6 +112,7 @@ type Balancer struct {
 	idleOnce sync.Once
 
 	stats counters
+	tiers []time.Duration // latency tier bounds; tests may use one tier
 
 	// ctx ends on Shutdown: pending dials give up and background work
 	// (bg) finishes before Shutdown returns.
@@ -146,6 +147,7 @@ func New(opts Options, endpoints []Endpoint) (*Balancer, error) {
 	b := &Balancer{log: opts.Logger, acc: acc, idle: make(chan struct{}), cursor: -1}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	b.store(opts.Settings)
+	b.tiers = tierBounds
 	b.nodes = b.reuseNodes(endpoints)
 
 	for range opts.Loops {

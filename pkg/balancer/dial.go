@@ -176,10 +176,8 @@ func (s *session) tick(now time.Time) {
 // dialEvent is epoll's word on a connect in flight. A failed connect
 // always reports EPOLLERR, so SO_ERROR is read only then.
 func (s *session) dialEvent(d *dialing, events uint32) {
-	readable := events&(unix.EPOLLIN|unix.EPOLLRDHUP) != 0
-
 	if events&(unix.EPOLLERR|unix.EPOLLHUP) == 0 {
-		s.won(d, readable)
+		s.won(d, events)
 
 		return
 	}
@@ -196,7 +194,7 @@ func (s *session) dialEvent(d *dialing, events uint32) {
 		return
 	}
 
-	s.won(d, readable)
+	s.won(d, events)
 }
 
 // dropDial ends a connect that failed.
@@ -219,7 +217,7 @@ func (s *session) dropDial(d *dialing, err error) {
 // still pending after the head start lost to a faster upstream: it is
 // suspended like a failed dial, so that new clients stop paying the head
 // start for it until its next passing check.
-func (s *session) won(d *dialing, readable bool) {
+func (s *session) won(d *dialing, events uint32) {
 	now := time.Now()
 	s.b.stats.dials.observe(now.Sub(d.start))
 
@@ -242,7 +240,8 @@ func (s *session) won(d *dialing, readable bool) {
 	s.dials = s.dials[:0]
 
 	s.l.retag(d.slot, roleUpstream)
-	s.up = side{fd: d.fd, slot: d.slot, rd: readable, wr: true}
+	s.up = side{fd: d.fd, slot: d.slot, wr: true}
+	s.up.saw(events)
 	s.linked = true
 	s.n = d.n
 	d.n.active.Add(1)

@@ -177,21 +177,24 @@ func (l *loop) dispatch(ev unix.EpollEvent) {
 	}
 
 	s := r.s
-	in := ev.Events&(unix.EPOLLIN|unix.EPOLLERR|unix.EPOLLHUP|unix.EPOLLRDHUP) != 0
-	out := ev.Events&(unix.EPOLLOUT|unix.EPOLLERR|unix.EPOLLHUP) != 0
 
 	switch r.r {
 	case roleDial:
 		s.dialEvent(r.d, ev.Events)
 	case roleClient:
-		s.client.rd = s.client.rd || in
-		s.client.wr = s.client.wr || out
+		s.client.saw(ev.Events)
 		s.progress()
 	case roleUpstream:
-		s.up.rd = s.up.rd || in
-		s.up.wr = s.up.wr || out
+		s.up.saw(ev.Events)
 		s.progress()
 	}
+}
+
+// saw records an epoll event for the side.
+func (sd *side) saw(events uint32) {
+	sd.rd = sd.rd || events&(unix.EPOLLIN|unix.EPOLLERR|unix.EPOLLHUP|unix.EPOLLRDHUP) != 0
+	sd.wr = sd.wr || events&(unix.EPOLLOUT|unix.EPOLLERR|unix.EPOLLHUP) != 0
+	sd.hup = sd.hup || events&(unix.EPOLLERR|unix.EPOLLHUP|unix.EPOLLRDHUP) != 0
 }
 
 // register adds fd to the epoll set for s; l.mu is held.

@@ -66,6 +66,16 @@ type side struct {
 	fd     int
 	slot   int32
 	rd, wr bool
+	// hup: the peer's FIN (or an error) has arrived. A short read then
+	// does not mean the socket is empty: the end is still to be read, and
+	// no new edge will announce it.
+	hup bool
+}
+
+// drained records what a read of m bytes into a buffer of size says: a
+// short read emptied the socket, unless its end is still to be read.
+func (sd *side) drained(m, size int) {
+	sd.rd = m == size || sd.hup
 }
 
 // dir is one direction of the copy. Bytes read but not yet written are
@@ -217,7 +227,7 @@ func (s *session) clientToUpstream() error {
 			continue
 		}
 
-		s.client.rd = m == replayLimit // a short read emptied the socket
+		s.client.drained(m, replayLimit)
 		s.c2u.n += int64(m)
 		s.buf = append(s.buf, s.l.buf[:m]...)
 		s.replay = len(s.buf) <= replayLimit
@@ -332,8 +342,8 @@ func (s *session) readIn(d *dir, src, dst *side) (int, error) {
 	}
 
 	// A short read emptied the socket: epoll reports the next arrival.
-	src.rd = m == len(s.l.buf)
-	d.bulk = src.rd
+	src.drained(m, len(s.l.buf))
+	d.bulk = m == len(s.l.buf)
 
 	w := 0
 	if dst.wr {

@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"go.uber.org/zap/zaptest"
 )
 
 // replier is a client-first upstream: it reads a line and answers
@@ -216,11 +218,79 @@ func TestDialTimeoutClosesTheClient(t *testing.T) {
 	}
 }
 
+// An answer and the FIN after it can arrive together, before the proxy
+// reads either: the read that returns the answer is short, yet the socket
+// still holds the end, and epoll will not announce it again. The client
+// must get the answer and then EOF, not wait forever.
+func TestAnswerAndFINTogether(t *testing.T) {
+	t.Parallel()
+
+	send, sent := make(chan struct{}), make(chan struct{})
+
+	var accepted atomic.Int32
+
+	up := serveEach(t, func(c net.Conn) {
+		if accepted.Add(1) == 1 {
+			_ = c.Close() // the first health check, done before the client dials
+
+			return
+		}
+
+		<-send
+
+		_, _ = io.WriteString(c, "hello")
+		_ = c.Close() // on loopback both are queued at the proxy on return
+		close(sent)
+	})
+
+	b, err := New(Options{Listener: listen(t), Logger: zaptest.NewLogger(t), Loops: 1, Settings: quiet},
+		[]Endpoint{{Address: up}})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	serve(t, b, true)
+
+	c, err := net.Dial("tcp", b.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+
+	waitFor(t, "the session to reach the upstream", func() bool { return statusOf(b, up).ActiveConnections == 1 })
+
+	// Hold the loop while the answer and the FIN arrive, so that it sees
+	// them in one event.
+	l := b.loops[0]
+	l.mu.Lock()
+	close(send)
+	<-sent
+	l.mu.Unlock()
+
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+
+	got, err := io.ReadAll(c)
+	if err != nil || string(got) != "hello" {
+		t.Fatalf("read %q, %v; want \"hello\" and EOF", got, err)
+	}
+}
+
 func TestLeastConnections(t *testing.T) {
 	t.Parallel()
 
 	a, bs := startServer(t, "a"), startServer(t, "b")
-	b := newBalancer(t, a.addr(), bs.addr())
+
+	b, err := New(Options{Listener: listen(t), Logger: zaptest.NewLogger(t), Settings: quiet},
+		[]Endpoint{{Address: a.addr()}, {Address: bs.addr()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// One latency tier: a check slower than 10 ms on a busy host must not
+	// put a and b in different tiers, where least-connections does not
+	// compare them.
+	b.tiers = nil
+	serve(t, b, true)
 
 	held := map[string][]*client{}
 

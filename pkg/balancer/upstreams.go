@@ -54,8 +54,8 @@ var tierBounds = []time.Duration{10 * time.Millisecond, 100 * time.Millisecond, 
 
 const maxTier = upstream.Tier(3)
 
-func tierOf(latency time.Duration) upstream.Tier {
-	for i, bound := range tierBounds {
+func tierOf(bounds []time.Duration, latency time.Duration) upstream.Tier {
+	for i, bound := range bounds {
 		if latency < bound {
 			return upstream.Tier(i)
 		}
@@ -201,7 +201,7 @@ func (b *Balancer) record(n *node, p *probe) (upstream.Tier, error) {
 	} else {
 		n.passes++
 		n.fails = 0
-		n.tier = tierOf(p.latency)
+		n.tier = tierOf(b.tiers, p.latency)
 		n.suspended = false
 		n.lastErr = nil
 

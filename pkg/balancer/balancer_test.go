@@ -556,3 +556,36 @@ func TestIPv6(t *testing.T) {
 		t.Fatalf("served by %q over IPv6", got)
 	}
 }
+
+// A host-name upstream is dialed at the address its health check resolved
+// (the relay loops cannot wait on DNS).
+func TestHostNameUpstream(t *testing.T) {
+	t.Parallel()
+
+	// localhost is the one name every resolver here answers; a kernel-chosen
+	// port on 127.0.0.1 keeps the test apart from others.
+	up, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer up.Close()
+
+	go func() {
+		for {
+			c, err := up.Accept()
+			if err != nil {
+				return
+			}
+
+			_, _ = io.WriteString(c, "named\n")
+			c.Close()
+		}
+	}()
+
+	_, port, _ := net.SplitHostPort(up.Addr().String())
+	b := newBalancer(t, net.JoinHostPort("localhost", port))
+
+	if got := servedBy(t, b); got != "named" {
+		t.Fatalf("served by %q through localhost:%s", got, port)
+	}
+}

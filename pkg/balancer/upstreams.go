@@ -104,7 +104,14 @@ func (n *node) resolve(ctx context.Context) {
 		return
 	}
 
-	ap := netip.AddrPortFrom(ips[0].Unmap(), uint16(p))
+	// One address is kept; for a dual-stack name (localhost) prefer IPv4,
+	// where a server that listens on one family mostly listens.
+	ip := ips[0]
+	if i := slices.IndexFunc(ips, func(a netip.Addr) bool { return a.Unmap().Is4() }); i >= 0 {
+		ip = ips[i]
+	}
+
+	ap := netip.AddrPortFrom(ip.Unmap(), uint16(p))
 	n.dialAddr.Store(&ap)
 }
 
@@ -157,7 +164,13 @@ func (b *Balancer) runProbe(n *node, p *probe) {
 	}
 
 	start := time.Now()
-	p.err = check.Check(ctx, n.addr)
+	// The check dials what the relay loops will dial: the resolved address.
+	target := n.addr
+	if ap := n.dialAddr.Load(); ap != nil {
+		target = ap.String()
+	}
+
+	p.err = check.Check(ctx, target)
 	p.latency = time.Since(start)
 }
 

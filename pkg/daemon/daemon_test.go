@@ -266,8 +266,16 @@ func TestMetricsDuringFailover(t *testing.T) {
 		exchange(t, d.ProxyAddr().String())
 	}
 
-	bAddr := b.Addr().String()
-	b.Close() // b dies; the next dials to it are refused and retried on a
+	// The upstream that dies must be one new connections go to: b, unless
+	// a slow check on a busy host put it in a slower latency tier than a,
+	// which then takes every connection.
+	victim, survivor := b, a
+	if tierOf(t, d, a.Addr().String()) < tierOf(t, d, b.Addr().String()) {
+		victim, survivor = a, b
+	}
+
+	victimAddr, survivorAddr := victim.Addr().String(), survivor.Addr().String()
+	victim.Close() // the next dials to it are refused and retried on the survivor
 
 	for range 6 {
 		exchange(t, d.ProxyAddr().String())
@@ -280,13 +288,13 @@ func TestMetricsDuringFailover(t *testing.T) {
 		what   string
 	}{
 		{"extractedprism_connections_accepted_total", nil, func(v float64) bool { return v >= 12 }, ">= 12"},
-		{"extractedprism_upstream_connections_total", map[string]string{"upstream": a.Addr().String()}, func(v float64) bool { return v >= 6 }, ">= 6"},
-		{"extractedprism_upstream_dial_errors_total", map[string]string{"upstream": bAddr, "reason": "refused"}, func(v float64) bool { return v >= 1 }, ">= 1"},
-		{"extractedprism_upstream_healthy", map[string]string{"upstream": bAddr}, func(v float64) bool { return v == 0 }, "0"},
-		{"extractedprism_upstream_healthy", map[string]string{"upstream": a.Addr().String()}, func(v float64) bool { return v == 1 }, "1"},
+		{"extractedprism_upstream_connections_total", map[string]string{"upstream": survivorAddr}, func(v float64) bool { return v >= 6 }, ">= 6"},
+		{"extractedprism_upstream_dial_errors_total", map[string]string{"upstream": victimAddr, "reason": "refused"}, func(v float64) bool { return v >= 1 }, ">= 1"},
+		{"extractedprism_upstream_healthy", map[string]string{"upstream": victimAddr}, func(v float64) bool { return v == 0 }, "0"},
+		{"extractedprism_upstream_healthy", map[string]string{"upstream": survivorAddr}, func(v float64) bool { return v == 1 }, "1"},
 		{"extractedprism_dial_retries_total", nil, func(v float64) bool { return v >= 1 }, ">= 1"},
 		{"extractedprism_connections_rejected_total", nil, func(v float64) bool { return v == 0 }, "0"},
-		{"extractedprism_upstream_sent_bytes_total", map[string]string{"upstream": a.Addr().String()}, func(v float64) bool { return v >= 24 }, ">= 24"},
+		{"extractedprism_upstream_sent_bytes_total", map[string]string{"upstream": survivorAddr}, func(v float64) bool { return v >= 24 }, ">= 24"},
 		{"extractedprism_dial_duration_seconds", nil, func(v float64) bool { return v >= 13 }, ">= 13 observations"},
 		{"extractedprism_build_info", nil, func(v float64) bool { return v == 1 }, "1"},
 		{"go_goroutines", nil, func(v float64) bool { return v > 0 }, "> 0"},
@@ -296,4 +304,18 @@ func TestMetricsDuringFailover(t *testing.T) {
 			t.Errorf("%s%v = %v (present %v), want %s", c.name, c.labels, v, ok, c.what)
 		}
 	}
+}
+
+func tierOf(t *testing.T, d *Daemon, addr string) int {
+	t.Helper()
+
+	for _, u := range d.lb.Status() {
+		if u.Address == addr {
+			return u.Tier
+		}
+	}
+
+	t.Fatalf("no upstream %s in the status", addr)
+
+	return 0
 }

@@ -502,8 +502,7 @@ func TestRemovedUpstreamIsDrainedThenClosed(t *testing.T) {
 	}
 	defer c.Close()
 
-	// Remove whichever upstream took the connection (a check slower than
-	// 10 ms on a busy host may put a in a slower tier than b).
+	// Remove whichever upstream took the connection.
 	removed, err := c.greeting()
 	if err != nil {
 		t.Fatal(err)
@@ -587,5 +586,30 @@ func TestHostNameUpstream(t *testing.T) {
 
 	if got := servedBy(t, b); got != "named" {
 		t.Fatalf("served by %q through localhost:%s", got, port)
+	}
+}
+
+func TestTierOf(t *testing.T) {
+	t.Parallel()
+
+	for _, tc := range []struct {
+		latency time.Duration
+		want    int
+	}{
+		{0, 0},
+		{9 * time.Millisecond, 0},
+		{10 * time.Millisecond, 1},
+		{99 * time.Millisecond, 1},
+		{100 * time.Millisecond, 2},
+		{time.Second, 3},
+		{time.Minute, 3},
+	} {
+		if got := int(tierOf(tierBounds, tc.latency)); got != tc.want {
+			t.Errorf("tierOf(%s) = %d, want %d", tc.latency, got, tc.want)
+		}
+	}
+
+	if got := tierOf(nil, time.Minute); got != 0 {
+		t.Errorf("with no bounds every upstream is in tier 0, with new ones; got %d", got)
 	}
 }

@@ -279,18 +279,7 @@ func TestLeastConnections(t *testing.T) {
 	t.Parallel()
 
 	a, bs := startServer(t, "a"), startServer(t, "b")
-
-	b, err := New(Options{Listener: listen(t), Logger: zaptest.NewLogger(t), Settings: quiet},
-		[]Endpoint{{Address: a.addr()}, {Address: bs.addr()}})
-	if err != nil {
-		t.Fatal(err)
-	}
-
-	// One latency tier: a check slower than 10 ms on a busy host must not
-	// put a and b in different tiers, where least-connections does not
-	// compare them.
-	b.tiers = nil
-	serve(t, b, true)
+	b := newBalancer(t, a.addr(), bs.addr()) // one latency tier (startOn)
 
 	held := map[string][]*client{}
 

@@ -61,7 +61,7 @@ func tierOf(bounds []time.Duration, latency time.Duration) upstream.Tier {
 		}
 	}
 
-	return maxTier
+	return upstream.Tier(len(bounds)) // with no bounds, the tier of a new upstream: 0
 }
 
 // HealthCheck implements upstream.Backend. upstream.List calls it for one

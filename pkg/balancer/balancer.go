@@ -277,7 +277,10 @@ func (b *Balancer) tuneListener(s *Settings) error {
 
 // store makes s the current settings.
 func (b *Balancer) store(s Settings) *Settings {
-	opts := socketOptions(&s)
+	// A new socket has every option off: turning one off (keepalive
+	// disabled) matters only on the listener, whose options may have been
+	// on before a reload.
+	opts := slices.DeleteFunc(socketOptions(&s), func(o sockopt) bool { return o.value == 0 })
 	b.sockopts.Store(&opts)
 
 	return b.settings.Swap(&s)

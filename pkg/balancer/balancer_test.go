@@ -496,17 +496,8 @@ func TestRemovedUpstreamIsDrainedThenClosed(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	c, err := dialProxy(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-
 	// Remove whichever upstream took the connection.
-	removed, err := c.greeting()
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, removed := greeted(t, b)
 
 	kept := map[string]string{"a": "b", "b": "a"}[removed]
 	if err := b.SetUpstreams([]Endpoint{{Address: servers[kept].addr()}}); err != nil {
@@ -530,26 +521,15 @@ func TestIPv6(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer up.Close()
 
-	go func() {
-		for {
-			c, err := up.Accept()
-			if err != nil {
-				return
-			}
-
-			_, _ = io.WriteString(c, "v6\n")
-			c.Close()
-		}
-	}()
+	addr := serveOn(t, up, banner("v6"))
 
 	ln, err := net.Listen("tcp", "[::1]:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 
-	b := startOn(t, ln, quiet, false, up.Addr().String())
+	b := startOn(t, ln, quiet, false, addr)
 
 	if got := servedBy(t, b); got != "v6" {
 		t.Fatalf("served by %q over IPv6", got)
@@ -567,21 +547,8 @@ func TestHostNameUpstream(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer up.Close()
 
-	go func() {
-		for {
-			c, err := up.Accept()
-			if err != nil {
-				return
-			}
-
-			_, _ = io.WriteString(c, "named\n")
-			c.Close()
-		}
-	}()
-
-	_, port, _ := net.SplitHostPort(up.Addr().String())
+	_, port, _ := net.SplitHostPort(serveOn(t, up, banner("named")))
 	b := newBalancer(t, net.JoinHostPort("localhost", port))
 
 	if got := servedBy(t, b); got != "named" {

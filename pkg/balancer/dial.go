@@ -106,8 +106,14 @@ func (s *session) starve(err error) bool {
 	return true
 }
 
+// localShortage reports that this process is out of descriptors or memory:
+// nothing an upstream or a client did.
 func localShortage(err error) bool {
-	for _, errno := range []unix.Errno{unix.EMFILE, unix.ENFILE, unix.ENOBUFS, unix.ENOMEM} {
+	return isErrno(err, unix.EMFILE, unix.ENFILE, unix.ENOBUFS, unix.ENOMEM)
+}
+
+func isErrno(err error, errnos ...unix.Errno) bool {
+	for _, errno := range errnos {
 		if errors.Is(err, errno) {
 			return true
 		}

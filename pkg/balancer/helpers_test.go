@@ -129,7 +129,13 @@ func listen(tb testing.TB) net.Listener {
 func serveEach(tb testing.TB, handle func(net.Conn)) string {
 	tb.Helper()
 
-	ln := listen(tb)
+	return serveOn(tb, listen(tb), handle)
+}
+
+// serveOn is serveEach on a listener of the caller's.
+func serveOn(tb testing.TB, ln net.Listener, handle func(net.Conn)) string {
+	tb.Helper()
+
 	tb.Cleanup(func() { ln.Close() })
 
 	go func() {
@@ -260,18 +266,30 @@ func (c *client) roundTrip(msg string) error {
 func servedBy(t *testing.T, b *Balancer) string {
 	t.Helper()
 
+	c, name := greeted(t, b)
+	c.Close()
+
+	return name
+}
+
+// greeted opens a proxied connection, closed at the end of the test, and
+// returns it with the name of the upstream that greeted it.
+func greeted(t *testing.T, b *Balancer) (*client, string) {
+	t.Helper()
+
 	c, err := dialProxy(b)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+
+	t.Cleanup(func() { c.Close() })
 
 	name, err := c.greeting()
 	if err != nil {
 		t.Fatalf("no greeting through the proxy: %v", err)
 	}
 
-	return name
+	return c, name
 }
 
 func statusOf(b *Balancer, addr string) UpstreamStatus {
@@ -282,4 +300,12 @@ func statusOf(b *Balancer, addr string) UpstreamStatus {
 	}
 
 	return UpstreamStatus{}
+}
+
+// banner is a handler that greets with name and hangs up.
+func banner(name string) func(net.Conn) {
+	return func(c net.Conn) {
+		_, _ = io.WriteString(c, name+"\n")
+		c.Close()
+	}
 }

@@ -228,14 +228,5 @@ func (a *acceptor) close() error {
 // transientAcceptError reports resource shortages and aborted handshakes:
 // errors after which the listener still works.
 func transientAcceptError(err error) bool {
-	for _, errno := range []syscall.Errno{
-		syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM,
-		syscall.ECONNABORTED, syscall.EPROTO, syscall.EPERM,
-	} {
-		if errors.Is(err, errno) {
-			return true
-		}
-	}
-
-	return false
+	return localShortage(err) || isErrno(err, unix.ECONNABORTED, unix.EPROTO, unix.EPERM)
 }

@@ -284,17 +284,7 @@ func TestLeastConnections(t *testing.T) {
 	held := map[string][]*client{}
 
 	for range 4 {
-		c, err := dialProxy(b)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-
-		name, err := c.greeting()
-		if err != nil {
-			t.Fatal(err)
-		}
-
+		c, name := greeted(t, b)
 		held[name] = append(held[name], c)
 	}
 

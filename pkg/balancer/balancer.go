@@ -101,7 +101,7 @@ type Balancer struct {
 
 	loops    []*loop
 	nextLoop atomic.Uint32
-	sockopts atomic.Pointer[[]sockopt] // for upstream sockets, from settings
+	sockopts atomic.Pointer[upstreamOpts] // from settings
 	// acceptOpts are the options the listener refused, set on each
 	// accepted socket instead.
 	acceptOpts atomic.Pointer[[]sockopt]
@@ -277,11 +277,7 @@ func (b *Balancer) tuneListener(s *Settings) error {
 
 // store makes s the current settings.
 func (b *Balancer) store(s Settings) *Settings {
-	// A new socket has every option off: turning one off (keepalive
-	// disabled) matters only on the listener, whose options may have been
-	// on before a reload.
-	opts := slices.DeleteFunc(socketOptions(&s), func(o sockopt) bool { return o.value == 0 })
-	b.sockopts.Store(&opts)
+	b.sockopts.Store(upstreamOptions(&s))
 
 	return b.settings.Swap(&s)
 }

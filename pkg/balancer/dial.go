@@ -30,7 +30,7 @@ type dialing struct {
 // dialNext starts a connect to the next upstream to try. It returns false
 // when there is none.
 func (s *session) dialNext() bool {
-	opts := *s.b.sockopts.Load()
+	opts := s.b.sockopts.Load().dial
 
 	for {
 		n, err := s.b.pick(s.tried)
@@ -69,7 +69,21 @@ func (s *session) dialNext() bool {
 
 		d := &dialing{fd: fd, n: n, ap: *ap, start: start}
 
-		d.slot, err = s.l.register(fd, s, roleDial, d)
+		sent, err := s.sendEarly(d)
+		if err != nil {
+			_ = unix.Close(fd)
+			s.b.stats.dials.observe(time.Since(start))
+			s.b.dialFailed(n, err)
+
+			continue
+		}
+
+		r, ev := roleDial, uint32(evWrite)
+		if sent > 0 {
+			r, ev = roleUpstream, evRead
+		}
+
+		d.slot, err = s.l.register(fd, s, r, d, ev)
 		if err != nil {
 			_ = unix.Close(fd)
 			s.b.dialFailed(n, err)
@@ -79,10 +93,38 @@ func (s *session) dialNext() bool {
 
 		s.dials = append(s.dials, d)
 		s.lastDial = start
-		s.schedule()
+
+		if sent > 0 {
+			s.won(d, 0, sent)
+		} else {
+			s.schedule()
+		}
 
 		return true
 	}
+}
+
+// sendEarly writes the client's first bytes on a connect that may already
+// have completed, and reports how many went. On loopback the handshake is
+// done by the time connect returns, so the request leaves now instead of
+// after a wake-up for writability. 0 means the connect is still in flight
+// (or there is nothing to send, or another dial is racing); an error means
+// it failed.
+func (s *session) sendEarly(d *dialing) (int, error) {
+	if len(s.buf) == 0 || len(s.dials) > 0 {
+		return 0, nil
+	}
+
+	m, err := unix.Write(d.fd, s.buf)
+
+	switch {
+	case errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR):
+		return 0, nil
+	case err != nil:
+		return 0, dialError(d.ap, err)
+	}
+
+	return m, nil
 }
 
 // starvedRetry is how soon a dial that found no free descriptor is tried
@@ -183,7 +225,7 @@ func (s *session) tick(now time.Time) {
 // always reports EPOLLERR, so SO_ERROR is read only then.
 func (s *session) dialEvent(d *dialing, events uint32) {
 	if events&(unix.EPOLLERR|unix.EPOLLHUP) == 0 {
-		s.won(d, events)
+		s.won(d, events, 0)
 
 		return
 	}
@@ -200,7 +242,7 @@ func (s *session) dialEvent(d *dialing, events uint32) {
 		return
 	}
 
-	s.won(d, events)
+	s.won(d, events, 0)
 }
 
 // dropDial ends a connect that failed.
@@ -219,11 +261,12 @@ func (s *session) dropDial(d *dialing, err error) {
 	s.l.closeSlot(d.slot)
 }
 
-// won makes d the session's upstream and cancels the other dials. One
+// won makes d the session's upstream, to which sent bytes of buf have
+// gone already, and cancels the other dials. One
 // still pending after the head start lost to a faster upstream: it is
 // suspended like a failed dial, so that new clients stop paying the head
 // start for it until its next passing check.
-func (s *session) won(d *dialing, events uint32) {
+func (s *session) won(d *dialing, events uint32, sent int) {
 	now := time.Now()
 	s.b.stats.dials.observe(now.Sub(d.start))
 
@@ -252,7 +295,11 @@ func (s *session) won(d *dialing, events uint32) {
 	s.n = d.n
 	d.n.active.Add(1)
 	d.n.total.Add(1)
-	s.sent = 0
+	s.sent = sent
+
+	if s.settled {
+		s.settleUpstream()
+	}
 
 	if from := s.moved; from != nil {
 		s.moved = nil

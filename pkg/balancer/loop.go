@@ -41,6 +41,7 @@ type loop struct {
 	pipes    []pipe     // empty pipes, ready for the next splice
 	buf      []byte     // scratch for reads that must be copied
 	wakes    wakes      // session deadlines
+	young    youngList  // sessions whose late socket options are not set yet
 	stopped  bool
 	failed   atomic.Bool // run ended on an error: Alive reports it
 }
@@ -53,6 +54,7 @@ type reg struct {
 	d   *dialing // for roleDial
 	fd  int
 	gen uint32
+	ev  uint32 // the events epoll watches
 	r   role
 }
 
@@ -69,6 +71,16 @@ const (
 const (
 	wakeSlot     = -1 // the eventfd
 	listenerSlot = -2
+)
+
+// What epoll watches on a socket. Writability is watched only while a
+// socket connects or once a write to it would block: an accepted or a
+// connected socket can take bytes, and epoll reports a watched condition
+// that already holds when a socket is added, so watching it from the start
+// would cost a wake-up per socket for nothing.
+const (
+	evRead  = unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLET
+	evWrite = evRead | unix.EPOLLOUT
 )
 
 // maxSparePipes bounds the empty pipes a loop keeps for later.
@@ -148,7 +160,7 @@ func (l *loop) run() {
 
 		now := time.Now()
 
-		timeout = l.fireWakes(now)
+		timeout = earliest(l.fireWakes(now), l.settleDue(now))
 		if len(l.ready) > 0 {
 			timeout = 0
 		}
@@ -197,8 +209,8 @@ func (sd *side) saw(events uint32) {
 	sd.hup = sd.hup || events&(unix.EPOLLERR|unix.EPOLLHUP|unix.EPOLLRDHUP) != 0
 }
 
-// register adds fd to the epoll set for s; l.mu is held.
-func (l *loop) register(fd int, s *session, r role, d *dialing) (int32, error) {
+// register adds fd to the epoll set for s, watching ev; l.mu is held.
+func (l *loop) register(fd int, s *session, r role, d *dialing, ev uint32) (int32, error) {
 	var slot int32
 
 	if n := len(l.free); n > 0 {
@@ -210,20 +222,36 @@ func (l *loop) register(fd int, s *session, r role, d *dialing) (int32, error) {
 	}
 
 	g := &l.regs[slot]
-	g.s, g.d, g.fd, g.r = s, d, fd, r
+	g.s, g.d, g.fd, g.r, g.ev = s, d, fd, r, ev
 
-	ev := unix.EpollEvent{
-		Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET,
-		Fd:     slot,
-		Pad:    int32(g.gen),
-	}
-	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+	e := unix.EpollEvent{Events: ev, Fd: slot, Pad: int32(g.gen)}
+	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &e); err != nil {
 		l.release(slot)
 
 		return -1, fmt.Errorf("epoll_ctl: %w", err)
 	}
 
 	return slot, nil
+}
+
+// watchWrites has epoll report when the slot's socket can take bytes
+// again. A write that would block has just been refused, so the kernel
+// will announce the space; and a modified registration is checked at
+// once, so space that freed in between is not missed.
+func (l *loop) watchWrites(slot int32) error {
+	g := &l.regs[slot]
+	if g.ev&unix.EPOLLOUT != 0 {
+		return nil
+	}
+
+	g.ev = evWrite
+
+	e := unix.EpollEvent{Events: g.ev, Fd: slot, Pad: int32(g.gen)}
+	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_MOD, g.fd, &e); err != nil {
+		return fmt.Errorf("epoll_ctl: %w", err)
+	}
+
+	return nil
 }
 
 // retag changes the role of a registered slot (a dial that won becomes

@@ -58,6 +58,10 @@ type session struct {
 
 	queued bool // in l.ready
 	done   bool
+
+	settled        bool     // the late socket options are set
+	young          bool     // in l.young, waiting to settle
+	older, younger *session // neighbours in l.young
 }
 
 // side is one socket of a session and what epoll said of it since it
@@ -100,16 +104,24 @@ func (e srcError) Error() string { return e.err.Error() }
 func (e srcError) Unwrap() error { return e.err }
 
 // start begins a session for an accepted client; l.mu is held.
+//
+// A client that speaks first (TLS does) has usually sent its first bytes by
+// the time it is accepted, so they are read at once, before the socket is
+// added to epoll (which would report them again), and the dial that follows
+// can send them straight away.
 func (l *loop) start(fd int) {
 	s := &session{l: l, b: l.b, replay: true, born: time.Now()}
+	s.client = side{fd: fd, slot: -1, rd: true, wr: true}
 
-	if opts := l.b.acceptOpts.Load(); opts != nil && len(*opts) > 0 {
-		if err := setOptions(fd, *opts); err != nil {
-			l.b.log.Debug("socket options on a client connection", zap.Error(err))
-		}
+	if err := s.clientToUpstream(); err != nil {
+		_ = unix.Close(fd)
+		l.b.sessionEnded()
+		l.b.log.Debug("client connection ended before an upstream was dialed", zap.Error(err))
+
+		return
 	}
 
-	slot, err := l.register(fd, s, roleClient, nil)
+	slot, err := l.register(fd, s, roleClient, nil, evRead)
 	if err != nil {
 		_ = unix.Close(fd)
 		l.b.stats.rejected.Add(1)
@@ -119,8 +131,9 @@ func (l *loop) start(fd int) {
 		return
 	}
 
-	s.client = side{fd: fd, slot: slot}
+	s.client.slot = slot
 	l.sessions[s] = struct{}{}
+	l.young.push(s)
 
 	if !s.dialNext() {
 		s.noUpstream(nil)
@@ -133,7 +146,16 @@ func (s *session) answered() bool { return s.u2c.n > 0 }
 // progress moves bytes both ways until each would block, and ends the
 // session on an error or when both directions are done.
 func (s *session) progress() {
-	if s.done || !s.linked {
+	if s.done {
+		return
+	}
+
+	if !s.linked {
+		// Until an upstream connects, what the client sends is kept for it.
+		if err := s.clientToUpstream(); err != nil {
+			s.fail(err)
+		}
+
 		return
 	}
 
@@ -168,11 +190,11 @@ func (s *session) progress() {
 
 // clientToUpstream sends the client's bytes. Before the answer they go
 // through buf, kept for a replay; after it, and once buf is sent, relay
-// takes over.
+// takes over. With no upstream linked yet it only reads into buf.
 func (s *session) clientToUpstream() error {
 	for s.buf != nil || (s.replay && !s.answered()) {
 		if s.sent < len(s.buf) {
-			if !s.up.wr {
+			if !s.linked || !s.up.wr {
 				return nil
 			}
 
@@ -180,9 +202,7 @@ func (s *session) clientToUpstream() error {
 
 			switch {
 			case errors.Is(err, unix.EAGAIN):
-				s.up.wr = false
-
-				return nil
+				return s.blocked(&s.up)
 			case errors.Is(err, unix.EINTR):
 				continue
 			case err != nil && s.replay && !s.answered():
@@ -203,6 +223,10 @@ func (s *session) clientToUpstream() error {
 		}
 
 		if s.c2u.eof {
+			if !s.linked {
+				return nil
+			}
+
 			return s.shut(&s.c2u, &s.up)
 		}
 
@@ -233,7 +257,19 @@ func (s *session) clientToUpstream() error {
 		s.replay = len(s.buf) <= replayLimit
 	}
 
+	if !s.linked {
+		return nil
+	}
+
 	return s.relay(&s.c2u, &s.client, &s.up, false)
+}
+
+// blocked records that dst would block, and has epoll report when it can
+// take bytes again.
+func (s *session) blocked(dst *side) error {
+	dst.wr = false
+
+	return s.l.watchWrites(dst.slot)
 }
 
 // moveOn leaves an upstream that ended before answering for the next one,
@@ -348,8 +384,12 @@ func (s *session) readIn(d *dir, src, dst *side) (int, error) {
 	w := 0
 	if dst.wr {
 		w, err = unix.Write(dst.fd, s.l.buf[:m])
-		if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
-			dst.wr, w, err = false, 0, nil
+
+		switch {
+		case errors.Is(err, unix.EAGAIN):
+			w, err = 0, s.blocked(dst)
+		case errors.Is(err, unix.EINTR):
+			w, err = 0, nil
 		}
 
 		if err != nil {
@@ -425,9 +465,7 @@ func (s *session) flush(d *dir, dst *side) (int, error) {
 
 	switch {
 	case errors.Is(err, unix.EAGAIN):
-		dst.wr = false
-
-		return 0, nil
+		return 0, s.blocked(dst)
 	case errors.Is(err, unix.EINTR):
 		return 1, nil // try again
 	case err != nil:
@@ -496,6 +534,7 @@ func (s *session) finish() {
 	s.done = true
 
 	s.noWake()
+	s.l.young.remove(s)
 
 	for _, d := range s.dials {
 		s.l.closeSlot(d.slot)

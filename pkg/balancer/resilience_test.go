@@ -225,17 +225,15 @@ func TestDialTimeoutClosesTheClient(t *testing.T) {
 func TestAnswerAndFINTogether(t *testing.T) {
 	t.Parallel()
 
-	send, sent := make(chan struct{}), make(chan struct{})
-
-	var accepted atomic.Int32
+	reached, send, sent := make(chan struct{}), make(chan struct{}), make(chan struct{})
 
 	up := serveEach(t, func(c net.Conn) {
-		if accepted.Add(1) == 1 {
-			_ = c.Close() // the first health check, done before the client dials
-
+		// Health checks close without a byte; the proxied client sends one.
+		if _, err := c.Read(make([]byte, 1)); err != nil {
 			return
 		}
 
+		close(reached)
 		<-send
 
 		_, _ = io.WriteString(c, "hello")
@@ -257,7 +255,11 @@ func TestAnswerAndFINTogether(t *testing.T) {
 	}
 	defer c.Close()
 
-	waitFor(t, "the session to reach the upstream", func() bool { return statusOf(b, up).ActiveConnections == 1 })
+	if _, err := c.Write([]byte{'x'}); err != nil {
+		t.Fatal(err)
+	}
+
+	<-reached
 
 	// Hold the loop while the answer and the FIN arrive, so that it sees
 	// them in one event.

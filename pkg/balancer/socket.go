@@ -47,6 +47,29 @@ func socketOptions(s *Settings) []sockopt {
 	return opts
 }
 
+// upstreamOpts are the options of upstream sockets: dial at once, late
+// when the connection settles (see settleAfter).
+type upstreamOpts struct{ dial, late []sockopt }
+
+func upstreamOptions(s *Settings) *upstreamOpts {
+	opts := &upstreamOpts{}
+
+	for _, o := range socketOptions(s) {
+		switch {
+		case o.value == 0:
+			// A new socket has every option off: turning one off
+			// (keepalive disabled) matters only on the listener, whose
+			// options may have been on before a reload.
+		case o.name == unix.TCP_NODELAY:
+			opts.dial = append(opts.dial, o)
+		default:
+			opts.late = append(opts.late, o)
+		}
+	}
+
+	return opts
+}
+
 func setOptions(fd int, opts []sockopt) error {
 	for _, o := range opts {
 		if err := unix.SetsockoptInt(fd, o.level, o.name, o.value); err != nil {
@@ -109,7 +132,7 @@ func connectRaw(ap netip.AddrPort, opts []sockopt) (int, error) {
 
 	_ = unix.Close(fd)
 
-	return -1, &net.OpError{Op: "dial", Net: "tcp", Addr: net.TCPAddrFromAddrPort(ap), Err: err}
+	return -1, dialError(ap, err)
 }
 
 // connectResult reads the outcome of a non-blocking connect.
@@ -120,8 +143,12 @@ func connectResult(fd int, ap netip.AddrPort) error {
 	}
 
 	if err != nil {
-		return &net.OpError{Op: "dial", Net: "tcp", Addr: net.TCPAddrFromAddrPort(ap), Err: err}
+		return dialError(ap, err)
 	}
 
 	return nil
+}
+
+func dialError(ap netip.AddrPort, err error) error {
+	return &net.OpError{Op: "dial", Net: "tcp", Addr: net.TCPAddrFromAddrPort(ap), Err: err}
 }

@@ -11,7 +11,7 @@ GOARCH  ?= $(shell $(GO) env GOARCH)
 NFPM    := $(GO) tool -modfile=tools/go.mod nfpm
 LDFLAGS := -s -w -X $(MODULE)/pkg/version.Version=$(VERSION) -X $(MODULE)/pkg/version.Commit=$(COMMIT)
 
-.PHONY: help build share package test-packages run demo test test-unit test-fuzz bench bench-go test-units test-integration test-provisioning test-e2e kube-bins lint clean
+.PHONY: help build share package test-packages run demo test test-unit test-fuzz bench bench-go bench-discovery test-units test-integration test-provisioning test-e2e kube-bins lint clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -43,7 +43,7 @@ demo: build ## run 3 real kube-apiservers and extractedprism in front of them
 	$(GO) test -c -tags demo -o bin/demo.test ./test/demo && \
 	cd test/demo && DEMO_SHELL=$$([ -t 0 ] && echo 1) ../../hack/netns-run.sh ../../bin/demo.test -test.run TestDemo -test.timeout 0
 
-test: test-unit test-fuzz bench-go test-units test-packages test-integration test-provisioning test-e2e ## run every test (what CI runs)
+test: test-unit test-fuzz bench-go bench-discovery test-units test-packages test-integration test-provisioning test-e2e ## run every test (what CI runs)
 
 test-unit: ## unit, CLI and loopback tests, with the race detector
 	$(GO) vet ./...
@@ -51,6 +51,10 @@ test-unit: ## unit, CLI and loopback tests, with the race detector
 
 bench: build ## side by side with HAProxy and nginx on loopback (~5 min; installs them with apt): bench/results/latest.md
 	BENCH_SKIP_BUILD=1 bench/run.sh
+
+bench-discovery: build ## idle RSS and CPU of the built daemon with discovery on, against three real kube-apiservers (root, ~1 min)
+	KUBE_BINS=$$(hack/kube-bins/build.sh | tail -1) && export KUBE_BINS && \
+	$(GO) test -count=1 -tags integration -exec $(CURDIR)/hack/netns-run.sh -run '^$$' -bench '^BenchmarkIdleWithDiscovery$$' -benchtime 1x ./test/integration
 
 bench-go: ## Go micro-benchmarks of the hot paths (pick, relay round trip and bulk, connect + 64 B round trip)
 	$(GO) test -run '^$$' -bench . -benchmem ./pkg/balancer

@@ -42,7 +42,7 @@ func addr(ip string) string { return net.JoinHostPort(ip, "6443") }
 
 // startCluster starts etcd and one apiserver per ip, and grants the node
 // user the shipped host-mode Role unless rbac is false.
-func startCluster(t *testing.T, opts kubeharness.APIServerOptions, rbac bool, ips ...string) *cluster {
+func startCluster(t testing.TB, opts kubeharness.APIServerOptions, rbac bool, ips ...string) *cluster {
 	t.Helper()
 	kubeharness.RequireNetns(t, ips...)
 
@@ -75,7 +75,7 @@ func startCluster(t *testing.T, opts kubeharness.APIServerOptions, rbac bool, ip
 
 // kubeconfig writes the node user's kubeconfig. Its server is the first
 // apiserver; the daemon ignores it and goes through itself.
-func (c *cluster) kubeconfig(t *testing.T) string {
+func (c *cluster) kubeconfig(t testing.TB) string {
 	t.Helper()
 
 	path := filepath.Join(t.TempDir(), "kubeconfig")

@@ -154,6 +154,7 @@ func New(opts Options, endpoints []Endpoint) (*Balancer, error) {
 		l, err := newLoop(b)
 		if err != nil {
 			b.closeLoops()
+			_ = acc.close()
 
 			return nil, err
 		}
@@ -224,7 +225,7 @@ func (b *Balancer) Err() error {
 }
 
 // Addr is the address clients connect to.
-func (b *Balancer) Addr() net.Addr { return b.acc.ln.Addr() }
+func (b *Balancer) Addr() net.Addr { return b.acc.addr }
 
 // Shutdown stops accepting, waits until in-flight connections finish or ctx
 // ends, then closes the rest. It returns how many connections were cut.
@@ -258,7 +259,7 @@ func (b *Balancer) closeLoops() {
 }
 
 func (b *Balancer) tuneListener(s *Settings) error {
-	left, err := tuneListener(b.acc.ctl, s)
+	left, err := tuneListener(b.acc.fd, s)
 	if err != nil {
 		return err
 	}

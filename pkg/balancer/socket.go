@@ -84,28 +84,21 @@ func setOptions(fd int, opts []sockopt) error {
 // it will accept, and returns those the listener refused: some kernels
 // take TCP_USER_TIMEOUT only on a connected socket, so it is set on each
 // accepted one instead.
-func tuneListener(raw syscall.RawConn, s *Settings) ([]sockopt, error) {
-	var (
-		left []sockopt
-		serr error
-	)
+func tuneListener(fd int, s *Settings) ([]sockopt, error) {
+	var left []sockopt
 
-	err := raw.Control(func(fd uintptr) {
-		for _, o := range socketOptions(s) {
-			err := unix.SetsockoptInt(int(fd), o.level, o.name, o.value)
+	for _, o := range socketOptions(s) {
+		err := unix.SetsockoptInt(fd, o.level, o.name, o.value)
 
-			switch {
-			case errors.Is(err, unix.ENOPROTOOPT):
-				left = append(left, o)
-			case err != nil:
-				serr = fmt.Errorf("setsockopt(%d, %d): %w", o.level, o.name, err)
-
-				return
-			}
+		switch {
+		case errors.Is(err, unix.ENOPROTOOPT):
+			left = append(left, o)
+		case err != nil:
+			return nil, fmt.Errorf("setsockopt(%d, %d): %w", o.level, o.name, err)
 		}
-	})
+	}
 
-	return left, errors.Join(err, serr)
+	return left, nil
 }
 
 // connectRaw starts a non-blocking connect to ap. The socket becomes

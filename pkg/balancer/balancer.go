@@ -108,6 +108,7 @@ type Balancer struct {
 
 	live     atomic.Int64 // sessions open
 	draining atomic.Bool  // refusing new sessions
+	shutdown atomic.Bool  // Shutdown was called: its descriptors are closed
 	idle     chan struct{}
 	idleOnce sync.Once
 
@@ -228,8 +229,13 @@ func (b *Balancer) Err() error {
 func (b *Balancer) Addr() net.Addr { return b.acc.addr }
 
 // Shutdown stops accepting, waits until in-flight connections finish or ctx
-// ends, then closes the rest. It returns how many connections were cut.
+// ends, then closes the rest. It returns how many connections were cut; a
+// second call does nothing and returns 0.
 func (b *Balancer) Shutdown(ctx context.Context) int {
+	if !b.shutdown.CompareAndSwap(false, true) {
+		return 0
+	}
+
 	_ = b.acc.close()
 
 	b.listMu.Lock()

@@ -28,16 +28,22 @@ type dialing struct {
 }
 
 // dialNext starts a connect to the next upstream to try. It returns false
-// when there is none.
+// when there is none. A dial that fails at once (refused on loopback, a
+// name not resolved) moves on to the next upstream here, counted as a
+// retry; the callers count the retry after a dial that failed later.
 func (s *session) dialNext() bool {
 	opts := s.b.sockopts.Load().dial
 
-	for {
+	for retry := false; ; retry = true {
 		n, err := s.b.pick(s.tried)
 		if err != nil {
 			s.exhausted = true
 
 			return false
+		}
+
+		if retry {
+			s.b.stats.retried.Add(1)
 		}
 
 		s.tried = append(s.tried, n)

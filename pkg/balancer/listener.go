@@ -29,22 +29,24 @@ import (
 // out of file descriptors once must not leave a node without its API
 // server. Any other error ends accepting for good (ErrListenerFailed).
 type acceptor struct {
-	fd   int // the listening socket, owned
-	addr net.Addr
-	log  *zap.Logger
+	fd     int // the listening socket, owned
+	addr   net.Addr
+	closed atomic.Bool // close was called: fd is closed or about to be
+	log    *zap.Logger
 	// accept takes one queued connection; tests wrap it to inject errors.
 	accept func(fd int) (int, error)
 
 	recovering atomic.Bool // the last accept failed
 
-	mu      sync.Mutex
-	loops   []*loop
-	armed   bool
-	backoff time.Duration
-	timer   *time.Timer
-	ended   bool
-	err     error
-	done    chan struct{} // closed when accepting ended
+	mu       sync.Mutex
+	loops    []*loop
+	armed    bool
+	backoff  time.Duration
+	timer    *time.Timer
+	ended    bool
+	err      error
+	done     chan struct{} // closed when accepting ended
+	doneOnce sync.Once
 }
 
 const (
@@ -67,7 +69,7 @@ func newAcceptor(ln net.Listener, log *zap.Logger) (*acceptor, error) {
 		return nil, fmt.Errorf("balancer: listener: %w", err)
 	}
 
-	a := &acceptor{fd: -1, addr: ln.Addr(), log: log, accept: accept4, done: make(chan struct{})}
+	a := &acceptor{addr: ln.Addr(), log: log, accept: accept4, done: make(chan struct{})}
 
 	var derr error
 	if err := ctl.Control(func(fd uintptr) { a.fd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0) }); err != nil || derr != nil {
@@ -132,6 +134,9 @@ func (a *acceptor) disarm() {
 // acceptSome accepts up to acceptBatch connections into l; l.mu is held.
 func (l *loop) acceptSome() {
 	a := l.b.acc
+	if a.closed.Load() {
+		return // an event from before close: fd may be another socket's now
+	}
 
 	for range acceptBatch {
 		fd, err := a.accept(a.fd)
@@ -224,14 +229,35 @@ func (a *acceptor) end(err error) {
 	}
 
 	a.ended = true
-	close(a.done)
+
+	// After close, done waits for the socket to be closed: a client that
+	// sees it must find the port refusing.
+	if err != nil {
+		a.doneOnce.Do(func() { close(a.done) })
+	}
 }
 
-// close stops accepting and closes the listener.
+// close stops accepting and closes the listening socket, once: a raw
+// descriptor number, once closed, may be reused for another socket. A loop
+// may have the listener's last event in hand, so the socket is closed only
+// after every loop has finished the batch it was serving (they accept
+// under their mu, and see closed from then on).
 func (a *acceptor) close() error {
+	if !a.closed.CompareAndSwap(false, true) {
+		return nil
+	}
+
 	a.mu.Lock()
 	a.end(nil)
+	loops := a.loops
 	a.mu.Unlock()
+
+	for _, l := range loops {
+		l.mu.Lock()
+		l.mu.Unlock() //nolint:staticcheck // an empty critical section: waiting for the batch in hand
+	}
+
+	defer a.doneOnce.Do(func() { close(a.done) })
 
 	if err := unix.Close(a.fd); err != nil {
 		return fmt.Errorf("closing the listener: %w", err)

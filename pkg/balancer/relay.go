@@ -41,9 +41,12 @@ type session struct {
 	linked     bool  // up is connected and attached
 	n          *node // the upstream of up
 
-	born      time.Time
-	tried     []*node
-	dials     []*dialing // connects in flight, racing
+	born  time.Time
+	tried []*node
+	dials []*dialing // connects in flight, racing
+	// Room for the usual one or two, without an allocation each.
+	triedBuf  [2]*node
+	dialsBuf  [2]*dialing
 	lastDial  time.Time
 	wakeSeq   uint32 // of the current deadline in l.wakes
 	starved   bool   // waiting for a descriptor to dial with
@@ -112,6 +115,7 @@ func (e srcError) Unwrap() error { return e.err }
 func (l *loop) start(fd int) {
 	s := &session{l: l, b: l.b, replay: true, born: time.Now()}
 	s.client = side{fd: fd, slot: -1, rd: true, wr: true}
+	s.tried, s.dials = s.triedBuf[:0], s.dialsBuf[:0]
 
 	if err := s.clientToUpstream(); err != nil {
 		_ = unix.Close(fd)
@@ -170,11 +174,8 @@ func (s *session) progress() {
 	}
 
 	err := s.relay(&s.u2c, &s.up, &s.client, s.replay && !s.answered())
-	if se := (srcError{}); errors.As(err, &se) && s.replay && !s.answered() {
-		clientDone := errors.Is(se.err, io.EOF) && s.c2u.eof
-		if !clientDone && (errors.Is(se.err, io.EOF) || errors.Is(se.err, unix.ECONNRESET)) {
-			err = s.moveOn(se.err)
-		}
+	if err != nil && s.replay && !s.answered() {
+		err = s.beforeAnswer(err)
 	}
 
 	if err != nil {
@@ -186,6 +187,22 @@ func (s *session) progress() {
 	if s.c2u.shut && s.u2c.shut {
 		s.finish()
 	}
+}
+
+// beforeAnswer moves on to the next upstream when the current one ended
+// or reset before its first byte, unless the client is done too.
+func (s *session) beforeAnswer(err error) error {
+	var se srcError
+	if !errors.As(err, &se) {
+		return err
+	}
+
+	clientDone := errors.Is(se.err, io.EOF) && s.c2u.eof
+	if !clientDone && (errors.Is(se.err, io.EOF) || errors.Is(se.err, unix.ECONNRESET)) {
+		return s.moveOn(se.err)
+	}
+
+	return err
 }
 
 // clientToUpstream sends the client's bytes. Before the answer they go

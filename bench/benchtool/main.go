@@ -99,7 +99,7 @@ func runMain(args []string) error {
 	fs.DurationVar(&o.bulkDur, "bulk", 600*time.Millisecond, "single-stream throughput: one block")
 	fs.DurationVar(&o.latDur, "latency", 500*time.Millisecond, "request/response latency: one block at most this long")
 	fs.IntVar(&o.latMax, "latency-n", 8000, "request/response latency: one block at most this many round trips")
-	fs.DurationVar(&o.rateDur, "rate", 600*time.Millisecond, "new-connection rate: one block")
+	fs.DurationVar(&o.rateDur, "rate", time.Second, "new-connection rate: one block")
 	fs.IntVar(&o.rateWorkers, "rate-workers", 32, "new-connection rate: workers")
 	fs.IntVar(&o.foWorkers, "failover-workers", 16, "failover: workers")
 	fs.DurationVar(&o.foPeriod, "failover-period", 4*time.Millisecond, "failover: each worker starts one connection per period")

@@ -47,8 +47,9 @@ type Endpoint struct {
 
 // Options configure a Balancer.
 type Options struct {
-	// Listener is where clients connect; it is served as handed in (for
-	// example inherited from systemd) and closed on Shutdown.
+	// Listener is where clients connect, as handed in (for example
+	// inherited from systemd). New takes its socket over and closes the
+	// net.Listener itself; the socket is closed on Shutdown.
 	Listener net.Listener
 	Logger   *zap.Logger
 	// Loops is the number of relay loops; zero means GOMAXPROCS.

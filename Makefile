@@ -49,7 +49,7 @@ test-unit: ## unit, CLI and loopback tests, with the race detector
 	$(GO) vet ./...
 	$(GO) test -race -count=1 ./...
 
-bench: build ## side by side with HAProxy and nginx on loopback (~5 min; installs them with apt): bench/results/latest.md
+bench: build ## side by side with HAProxy and nginx on loopback (~6 min; installs them with apt): bench/results/latest.md
 	BENCH_SKIP_BUILD=1 bench/run.sh
 
 bench-discovery: build ## idle RSS and CPU of the built daemon with discovery on, against three real kube-apiservers (root, ~1 min)

@@ -266,8 +266,13 @@ func (b *Balancer) closeLoops() {
 }
 
 func (b *Balancer) tuneListener(s *Settings) error {
-	left, err := tuneListener(b.acc.fd, s)
-	if err != nil {
+	var left []sockopt
+
+	if err := b.acc.control(func(fd int) (err error) {
+		left, err = tuneListener(fd, s)
+
+		return err
+	}); err != nil {
 		return err
 	}
 

@@ -259,11 +259,26 @@ func (a *acceptor) close() error {
 
 	defer a.doneOnce.Do(func() { close(a.done) })
 
+	a.mu.Lock()
+	defer a.mu.Unlock()
+
 	if err := unix.Close(a.fd); err != nil {
 		return fmt.Errorf("closing the listener: %w", err)
 	}
 
 	return nil
+}
+
+// control runs f on the listening socket unless it is closed.
+func (a *acceptor) control(f func(fd int) error) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+
+	if a.closed.Load() {
+		return nil
+	}
+
+	return f(a.fd)
 }
 
 // transientAcceptError reports resource shortages and aborted handshakes:

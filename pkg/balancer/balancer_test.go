@@ -81,6 +81,9 @@ func TestFailedDialIsRetriedInOrder(t *testing.T) {
 	var got []string
 	for range 4 {
 		got = append(got, servedBy(t, b))
+		// Least-connections: the next pick must not see this one still open
+		// (its end may be served by another loop than the next accept).
+		waitFor(t, "the proxy to close the connection", func() bool { return b.Active() == 0 })
 	}
 
 	if want := []string{"b", "c", "b", "c"}; !slices.Equal(got, want) {

@@ -268,10 +268,10 @@ func (s *session) dropDial(d *dialing, err error) {
 }
 
 // won makes d the session's upstream, to which sent bytes of buf have
-// gone already, and cancels the other dials. One
-// still pending after the head start lost to a faster upstream: it is
-// suspended like a failed dial, so that new clients stop paying the head
-// start for it until its next passing check.
+// gone already, and cancels the other dials. One still pending after the
+// head start lost to a faster upstream: it is suspended like a failed
+// dial, so that new clients stop paying the head start for it until its
+// next passing check.
 func (s *session) won(d *dialing, events uint32, sent int) {
 	now := time.Now()
 	s.b.stats.dials.observe(now.Sub(d.start))

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/zap/zaptest"
+	"github.com/lexfrei/extractedprism/pkg/upstream"
 )
 
 func TestBytesFlowBothWaysWithHalfClose(t *testing.T) {
@@ -181,7 +181,7 @@ func TestUpstreamKilledMidTraffic(t *testing.T) {
 	t.Logf("after the kill: %d ok, %d failed; cut in flight: %d", afterKill.Load(), failedAfterKill.Load(), cutBeforeKill.Load())
 }
 
-func oneExchange(b *Balancer) (string, error) {
+func oneExchange(b *rig) (string, error) {
 	c, err := dialProxy(b)
 	if err != nil {
 		return "", err
@@ -245,18 +245,8 @@ func TestHealthChecksTakeDownAndBringBack(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	b, err := New(Options{
-		Listener: bl, Logger: zaptest.NewLogger(t),
-		Settings: Settings{HealthInterval: 20 * time.Millisecond, HealthTimeout: 10 * time.Millisecond, DialTimeout: time.Second},
-	}, []Endpoint{{Address: addr}})
-	if err != nil {
-		t.Fatal(err)
-	}
-
-	if err := b.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer b.Shutdown(context.Background())
+	b := serve(t, build(t, Options{Listener: bl},
+		setup{HealthInterval: 20 * time.Millisecond, HealthTimeout: 10 * time.Millisecond, DialTimeout: time.Second}, addr), false)
 
 	waitFor(t, "the dead upstream to be marked down", func() bool { return !b.Ready() })
 
@@ -329,7 +319,7 @@ func TestReconcile(t *testing.T) {
 		t.Fatalf("connection to the removed upstream: %v", err)
 	}
 
-	if err := b.SetUpstreams(nil); !errors.Is(err, ErrEmptySet) {
+	if err := b.SetUpstreams(nil); !errors.Is(err, upstream.ErrEmptySet) {
 		t.Fatalf("SetUpstreams(nil) = %v, want ErrEmptySet", err)
 	}
 
@@ -357,11 +347,7 @@ func TestAcceptErrors(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 
-			b, err := New(Options{Listener: listen(t), Logger: zaptest.NewLogger(t), Settings: quiet},
-				[]Endpoint{{Address: up.addr()}})
-			if err != nil {
-				t.Fatal(err)
-			}
+			b := build(t, Options{Listener: listen(t)}, quiet, up.addr())
 
 			// The first failCount accepts fail with tc.err.
 			var fails atomic.Int32
@@ -495,9 +481,7 @@ func TestRemovedUpstreamIsDrainedThenClosed(t *testing.T) {
 	servers := map[string]*server{"a": startServer(t, "a"), "b": startServer(t, "b")}
 	b := newBalancer(t, servers["a"].addr(), servers["b"].addr())
 
-	if err := b.Apply(Settings{HealthInterval: time.Hour, HealthTimeout: time.Second, DialTimeout: time.Second, DrainTimeout: 0}); err != nil {
-		t.Fatal(err)
-	}
+	b.Apply(setup{HealthInterval: time.Hour, HealthTimeout: time.Second, DialTimeout: time.Second, DrainTimeout: 0})
 
 	// Remove whichever upstream took the connection.
 	c, removed := greeted(t, b)
@@ -556,30 +540,5 @@ func TestHostNameUpstream(t *testing.T) {
 
 	if got := servedBy(t, b); got != "named" {
 		t.Fatalf("served by %q through localhost:%s", got, port)
-	}
-}
-
-func TestTierOf(t *testing.T) {
-	t.Parallel()
-
-	for _, tc := range []struct {
-		latency time.Duration
-		want    int
-	}{
-		{0, 0},
-		{9 * time.Millisecond, 0},
-		{10 * time.Millisecond, 1},
-		{99 * time.Millisecond, 1},
-		{100 * time.Millisecond, 2},
-		{time.Second, 3},
-		{time.Minute, 3},
-	} {
-		if got := int(tierOf(tierBounds, tc.latency)); got != tc.want {
-			t.Errorf("tierOf(%s) = %d, want %d", tc.latency, got, tc.want)
-		}
-	}
-
-	if got := tierOf(nil, time.Minute); got != 0 {
-		t.Errorf("with no bounds every upstream is in tier 0, with new ones; got %d", got)
 	}
 }

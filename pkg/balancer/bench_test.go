@@ -10,18 +10,6 @@ import (
 // Micro-benchmarks of the hot paths; run with `make bench-go`. They report
 // time and allocations, and assert nothing.
 
-func BenchmarkPick(b *testing.B) {
-	bal := startOn(b, listen(b), quiet, false, "10.0.0.1:6443", "10.0.0.2:6443", "10.0.0.3:6443")
-
-	b.ReportAllocs()
-
-	for b.Loop() {
-		if _, err := bal.pick(nil); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
-
 // BenchmarkRelayRoundTrip is one 64-byte request and its answer over an
 // established proxied connection: the relay loop's per-message path.
 func BenchmarkRelayRoundTrip(b *testing.B) {

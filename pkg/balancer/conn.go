@@ -5,6 +5,8 @@ import (
 
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
+
+	"github.com/lexfrei/extractedprism/pkg/upstream"
 )
 
 // admit starts a session for an accepted connection; l.mu is held.
@@ -31,15 +33,33 @@ func (b *Balancer) sessionEnded() {
 	}
 }
 
-func (b *Balancer) dialFailed(n *node, err error) {
-	n.counters.dialErrors[dialErrorReason(err)].Add(1)
-	b.suspend(n, err)
-	b.log.Warn("dial failed; trying the next upstream", zap.String("upstream", n.addr), zap.Error(err))
+// dialFailed tells the model of a failed dial.
+func (b *Balancer) dialFailed(n *upstream.Node, err error) {
+	b.report(n, dialEvidence(err), err)
 }
 
-// closeNode closes the connections to n and returns how many there were.
-func (b *Balancer) closeNode(n *node) int {
-	return b.closeSessions(func(s *session) bool { return s.n == n })
+func (b *Balancer) report(n *upstream.Node, e upstream.Evidence, err error) {
+	b.ups.Report(n, e, err)
+	b.log.Warn("dial failed; trying the next upstream", zap.String("upstream", n.Addr()), zap.Error(err))
+}
+
+// closeUpstream is the model's Closer: it closes the connections to n and
+// returns how many there were.
+func (b *Balancer) closeUpstream(n *upstream.Node, why upstream.Reason) int {
+	if b.shutdown.Load() {
+		return 0 // Shutdown closes everything itself
+	}
+
+	cut := b.closeSessions(func(s *session) bool { return s.n == n })
+
+	switch why {
+	case upstream.ReasonFailed:
+		b.stats.closedFailed.Add(uint64(cut))
+	case upstream.ReasonRemoved:
+		b.stats.closedRemoved.Add(uint64(cut))
+	}
+
+	return cut
 }
 
 func (b *Balancer) closeSessions(match func(*session) bool) int {

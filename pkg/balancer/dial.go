@@ -8,6 +8,8 @@ import (
 
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
+
+	"github.com/lexfrei/extractedprism/pkg/upstream"
 )
 
 // Dialing: a session's connects, raced after the head start, timed out by
@@ -22,7 +24,7 @@ var (
 type dialing struct {
 	fd    int
 	slot  int32
-	n     *node
+	n     *upstream.Node
 	ap    netip.AddrPort
 	start time.Time
 }
@@ -35,7 +37,7 @@ func (s *session) dialNext() bool {
 	opts := s.b.sockopts.Load().dial
 
 	for retry := false; ; retry = true {
-		n, err := s.b.pick(s.tried)
+		n, err := s.b.ups.Pick(s.tried)
 		if err != nil {
 			s.exhausted = true
 
@@ -48,7 +50,7 @@ func (s *session) dialNext() bool {
 
 		s.tried = append(s.tried, n)
 
-		ap := n.dialAddr.Load()
+		ap := n.DialAddr()
 		if ap == nil {
 			s.b.dialFailed(n, errNotResolved)
 
@@ -288,7 +290,7 @@ func (s *session) won(d *dialing, events uint32, sent int) {
 		s.l.closeSlot(other.slot)
 
 		if headStart > 0 && now.Sub(other.start) >= headStart {
-			s.b.dialFailed(other.n, fmt.Errorf("dial %s: %w", other.ap, errLostRace))
+			s.b.report(other.n, upstream.LostRace, fmt.Errorf("dial %s: %w", other.ap, errLostRace))
 		}
 	}
 
@@ -299,8 +301,7 @@ func (s *session) won(d *dialing, events uint32, sent int) {
 	s.up.saw(events)
 	s.linked = true
 	s.n = d.n
-	d.n.active.Add(1)
-	d.n.total.Add(1)
+	d.n.Attach()
 	s.sent = sent
 
 	if s.settled {
@@ -311,9 +312,9 @@ func (s *session) won(d *dialing, events uint32, sent int) {
 		s.moved = nil
 		s.b.stats.replayed.Add(1)
 		s.b.log.Info("upstream ended before answering; replayed the client's first bytes to the next one",
-			zap.String("from", from.addr), zap.String("to", d.n.addr))
+			zap.String("from", from.Addr()), zap.String("to", d.n.Addr()))
 	} else if ce := s.b.log.Check(zap.DebugLevel, "proxying"); ce != nil {
-		ce.Write(zap.String("upstream", d.n.addr))
+		ce.Write(zap.String("upstream", d.n.Addr()))
 	}
 
 	s.progress()

@@ -3,6 +3,7 @@ package balancer
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -13,6 +14,9 @@ import (
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
+
+	"github.com/lexfrei/extractedprism/pkg/check"
+	"github.com/lexfrei/extractedprism/pkg/upstream"
 )
 
 // nextIP hands every test its own loopback address, so that an address with
@@ -109,9 +113,60 @@ func (s *server) kill() {
 	s.wg.Wait()
 }
 
+// Endpoint is the model's, named here for brevity.
+type Endpoint = upstream.Endpoint
+
+// setup is what a test balancer is built with: the engine's settings, the
+// model's rules and the prober's.
+type setup struct {
+	HealthInterval, HealthTimeout time.Duration
+	Check                         check.Checker
+	Fall, Rise                    int
+	ResetOnFailure                bool
+	DrainTimeout                  time.Duration
+
+	DialTimeout, DialHeadStart      time.Duration
+	KeepAlivePeriod, TCPUserTimeout time.Duration
+}
+
+func (s setup) engine() Settings {
+	return Settings{DialTimeout: s.DialTimeout, DialHeadStart: s.DialHeadStart, KeepAlivePeriod: s.KeepAlivePeriod, TCPUserTimeout: s.TCPUserTimeout}
+}
+
+// rules puts every upstream in one latency tier: on a busy host a check can
+// take over 10 ms and put one of two equal upstreams in a slower tier,
+// which tests of selection order must not depend on. The model's tests
+// cover the tiers.
+func (s setup) rules() upstream.Rules {
+	return upstream.Rules{Fall: s.Fall, Rise: s.Rise, ResetOnFailure: s.ResetOnFailure, DrainTimeout: s.DrainTimeout, Tiers: []time.Duration{}}
+}
+
+func (s setup) checks() check.Settings {
+	return check.Settings{Interval: s.HealthInterval, Timeout: s.HealthTimeout, Check: s.Check}
+}
+
+// rig is a balancer wired as the daemon wires it: the engine over a model
+// whose prober runs real checks.
+type rig struct {
+	*Balancer
+	set    *upstream.Set
+	prober *check.Prober
+}
+
+func (r *rig) SetUpstreams(eps []Endpoint) error { return r.set.Reconcile(eps) }
+func (r *rig) Status() []upstream.Status         { return r.set.Status() }
+func (r *rig) Ready() bool                       { return r.set.Ready() }
+func (r *rig) Alive() error                      { return errors.Join(r.Balancer.Alive(), r.prober.Alive()) }
+
+func (r *rig) Apply(s setup) {
+	r.Balancer.Apply(s.engine())
+	r.set.SetRules(s.rules())
+	r.prober.Apply(s.checks())
+}
+
 // quiet runs health checks once at start and then hourly, so tests decide
 // when state changes.
-var quiet = Settings{HealthInterval: time.Hour, HealthTimeout: time.Second, DialTimeout: time.Second, DrainTimeout: time.Hour}
+var quiet = setup{HealthInterval: time.Hour, HealthTimeout: time.Second, DialTimeout: time.Second, DrainTimeout: time.Hour}
 
 func listen(tb testing.TB) net.Listener {
 	tb.Helper()
@@ -152,11 +207,8 @@ func serveOn(tb testing.TB, ln net.Listener, handle func(net.Conn)) string {
 	return ln.Addr().String()
 }
 
-// startOn starts a balancer serving ln with settings s. With wait it
-// returns after the first health-check round, so the round's results
-// cannot land in the middle of the test; a round with a blackholed upstream
-// never finishes, hence the choice.
-func startOn(tb testing.TB, ln net.Listener, s Settings, wait bool, addrs ...string) *Balancer {
+// build makes a rig over addrs, not started; opts.Listener is needed.
+func build(tb testing.TB, opts Options, s setup, addrs ...string) *rig {
 	tb.Helper()
 
 	eps := make([]Endpoint, len(addrs))
@@ -169,48 +221,63 @@ func startOn(tb testing.TB, ln net.Listener, s Settings, wait bool, addrs ...str
 		log = zaptest.NewLogger(t)
 	}
 
-	b, err := New(Options{Listener: ln, Logger: log, Settings: s}, eps)
+	set, err := upstream.New(upstream.Options{Logger: log.Named("upstream"), Rules: s.rules()}, eps)
 	if err != nil {
 		tb.Fatal(err)
 	}
 
-	// One latency tier: on a busy host a check can take over 10 ms and put
-	// one of two equal upstreams in a slower tier, which tests of selection
-	// order must not depend on. TestTierOf covers the tiers.
-	b.tiers = nil
+	opts.Upstreams, opts.Logger, opts.Settings = set, log, s.engine()
 
-	return serve(tb, b, wait)
+	b, err := New(opts)
+	if err != nil {
+		tb.Fatal(err)
+	}
+
+	return &rig{Balancer: b, set: set, prober: check.New(set, s.checks(), log.Named("check"), nil)}
 }
 
-// serve starts b, stops it at the end of the test and, with wait, returns
-// after the first health-check round.
-func serve(tb testing.TB, b *Balancer, wait bool) *Balancer {
+// startOn starts a balancer serving ln with settings s. With wait it
+// returns after the first health-check round, so the round's results
+// cannot land in the middle of the test; a round with a blackholed upstream
+// never finishes, hence the choice.
+func startOn(tb testing.TB, ln net.Listener, s setup, wait bool, addrs ...string) *rig {
 	tb.Helper()
 
-	if err := b.Start(); err != nil {
+	return serve(tb, build(tb, Options{Listener: ln}, s, addrs...), wait)
+}
+
+// serve starts r, stops it at the end of the test and, with wait, returns
+// after the first health-check round.
+func serve(tb testing.TB, r *rig, wait bool) *rig {
+	tb.Helper()
+
+	r.prober.Start()
+
+	if err := r.Start(); err != nil {
 		tb.Fatal(err)
 	}
 
 	tb.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
-		b.Shutdown(ctx)
+		r.prober.Stop()
+		r.Shutdown(ctx)
 	})
 
 	if wait {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 
-		if err := b.WaitFirstCheck(ctx); err != nil {
+		if err := r.prober.WaitFirstRound(ctx); err != nil {
 			tb.Fatal(err)
 		}
 	}
 
-	return b
+	return r
 }
 
 // newBalancer starts a quiet balancer on its own loopback address.
-func newBalancer(t *testing.T, addrs ...string) *Balancer {
+func newBalancer(t *testing.T, addrs ...string) *rig {
 	t.Helper()
 
 	return startOn(t, listen(t), quiet, true, addrs...)
@@ -223,7 +290,7 @@ type client struct {
 	r *bufio.Reader
 }
 
-func dialProxy(b *Balancer) (*client, error) {
+func dialProxy(b *rig) (*client, error) {
 	c, err := net.DialTimeout("tcp", b.Addr().String(), 5*time.Second)
 	if err != nil {
 		return nil, err
@@ -263,7 +330,7 @@ func (c *client) roundTrip(msg string) error {
 }
 
 // servedBy opens a connection and returns which upstream answered.
-func servedBy(t *testing.T, b *Balancer) string {
+func servedBy(t *testing.T, b *rig) string {
 	t.Helper()
 
 	c, name := greeted(t, b)
@@ -274,7 +341,7 @@ func servedBy(t *testing.T, b *Balancer) string {
 
 // greeted opens a proxied connection, closed at the end of the test, and
 // returns it with the name of the upstream that greeted it.
-func greeted(t *testing.T, b *Balancer) (*client, string) {
+func greeted(t *testing.T, b *rig) (*client, string) {
 	t.Helper()
 
 	c, err := dialProxy(b)
@@ -292,14 +359,14 @@ func greeted(t *testing.T, b *Balancer) (*client, string) {
 	return c, name
 }
 
-func statusOf(b *Balancer, addr string) UpstreamStatus {
+func statusOf(b *rig, addr string) upstream.Status {
 	for _, s := range b.Status() {
 		if s.Address == addr {
 			return s
 		}
 	}
 
-	return UpstreamStatus{}
+	return upstream.Status{}
 }
 
 // banner is a handler that greets with name and hangs up.

@@ -7,6 +7,8 @@ import (
 
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
+
+	"github.com/lexfrei/extractedprism/pkg/upstream"
 )
 
 // replayLimit bounds the client bytes kept until the upstream's first
@@ -38,20 +40,20 @@ type session struct {
 	b *Balancer
 
 	client, up side
-	linked     bool  // up is connected and attached
-	n          *node // the upstream of up
+	linked     bool           // up is connected and attached
+	n          *upstream.Node // the upstream of up
 
 	born  time.Time
-	tried []*node
+	tried []*upstream.Node
 	dials []*dialing // connects in flight, racing
 	// Room for the usual one or two, without an allocation each.
-	triedBuf  [2]*node
+	triedBuf  [2]*upstream.Node
 	dialsBuf  [2]*dialing
 	lastDial  time.Time
-	wakeSeq   uint32 // of the current deadline in l.wakes
-	starved   bool   // waiting for a descriptor to dial with
-	exhausted bool   // every upstream was tried: nothing left to race
-	moved     *node  // the upstream that ended before answering
+	wakeSeq   uint32         // of the current deadline in l.wakes
+	starved   bool           // waiting for a descriptor to dial with
+	exhausted bool           // every upstream was tried: nothing left to race
+	moved     *upstream.Node // the upstream that ended before answering
 
 	replay bool   // buf holds everything the client sent
 	buf    []byte // client bytes before the answer, sent or not
@@ -293,7 +295,7 @@ func (s *session) blocked(dst *side) error {
 // to which won replays buf.
 func (s *session) moveOn(cause error) error {
 	failed := s.n
-	s.b.suspend(failed, cause)
+	s.b.ups.Report(failed, upstream.EndedBeforeAnswer, cause)
 	s.unlink()
 	s.moved = failed
 	s.c2u.shut = false
@@ -310,9 +312,7 @@ func (s *session) unlink() {
 	s.l.closeSlot(s.up.slot)
 	s.up = side{}
 	s.linked = false
-	s.n.active.Add(-1)
-	s.n.counters.bytesIn.Add(uint64(s.c2u.n))
-	s.n.counters.bytesOut.Add(uint64(s.u2c.n))
+	s.n.Detach(uint64(s.c2u.n), uint64(s.u2c.n))
 	s.c2u.n, s.u2c.n = 0, 0
 	s.n = nil
 }

@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/zap/zaptest"
+	"github.com/lexfrei/extractedprism/pkg/check"
 )
 
 // replier is a client-first upstream: it reads a line and answers
@@ -46,7 +46,7 @@ func dier(t *testing.T) string {
 	})
 }
 
-func ask(t *testing.T, b *Balancer, line string) string {
+func ask(t *testing.T, b *rig, line string) string {
 	t.Helper()
 
 	c, err := dialProxy(b)
@@ -213,7 +213,7 @@ func TestDialTimeoutClosesTheClient(t *testing.T) {
 		t.Errorf("rejected %d, want 1", st.Rejected)
 	}
 
-	if n := st.Upstreams[0].DialErrors[ReasonTimeout]; n != 1 {
+	if n := b.Status()[0].DialErrors["timeout"]; n != 1 {
 		t.Errorf("timeout dial errors %d, want 1", n)
 	}
 }
@@ -241,13 +241,7 @@ func TestAnswerAndFINTogether(t *testing.T) {
 		close(sent)
 	})
 
-	b, err := New(Options{Listener: listen(t), Logger: zaptest.NewLogger(t), Loops: 1, Settings: quiet},
-		[]Endpoint{{Address: up}})
-	if err != nil {
-		t.Fatal(err)
-	}
-
-	serve(t, b, true)
+	b := serve(t, build(t, Options{Listener: listen(t), Loops: 1}, quiet, up), true)
 
 	c, err := net.Dial("tcp", b.Addr().String())
 	if err != nil {
@@ -323,7 +317,7 @@ func TestFallRiseAndResetOnFailure(t *testing.T) {
 
 	a, bs := startServer(t, "a"), startServer(t, "b")
 	check := &flaky{}
-	s := Settings{HealthInterval: 10 * time.Millisecond, HealthTimeout: time.Second, DialTimeout: time.Second,
+	s := setup{HealthInterval: 10 * time.Millisecond, HealthTimeout: time.Second, DialTimeout: time.Second,
 		Check: check, Fall: 2, Rise: 3, ResetOnFailure: true, DrainTimeout: time.Hour}
 	b := startOn(t, listen(t), s, true, a.addr())
 
@@ -362,52 +356,6 @@ func TestFallRiseAndResetOnFailure(t *testing.T) {
 
 	if st := statusOf(b, a.addr()); st.Score < 3 {
 		t.Fatalf("back with score %v, want at least 3 (rise)", st.Score)
-	}
-}
-
-func TestHTTPSCheck(t *testing.T) {
-	t.Parallel()
-
-	var code atomic.Int32
-	code.Store(http.StatusOK)
-
-	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/readyz" {
-			http.NotFound(w, r)
-
-			return
-		}
-
-		w.WriteHeader(int(code.Load()))
-	}))
-	defer srv.Close()
-
-	tlsConfig := srv.Client().Transport.(*http.Transport).TLSClientConfig.Clone()
-	check := NewHTTPSCheck(tlsConfig, "/readyz")
-	addr := srv.Listener.Addr().String()
-
-	for _, tc := range []struct {
-		code int
-		ok   bool
-	}{
-		{http.StatusOK, true},
-		{http.StatusUnauthorized, true}, // anonymous access off: up, as far as TCP would know
-		{http.StatusForbidden, true},
-		{http.StatusServiceUnavailable, false}, // graceful shutdown: /readyz red
-		{http.StatusInternalServerError, false},
-	} {
-		code.Store(int32(tc.code))
-
-		err := check.Check(context.Background(), addr)
-		if (err == nil) != tc.ok {
-			t.Errorf("HTTP %d: Check() = %v, want ok=%v", tc.code, err, tc.ok)
-		}
-	}
-
-	// An untrusted certificate fails.
-	strict := NewHTTPSCheck(&tls.Config{MinVersion: tls.VersionTLS12}, "/readyz")
-	if err := strict.Check(context.Background(), addr); err == nil {
-		t.Error("a certificate from an unknown CA passed")
 	}
 }
 
@@ -459,7 +407,7 @@ func TestIdleConnectionsHoldNoPipes(t *testing.T) {
 	}
 }
 
-func oneExchangeErr(b *Balancer) error {
+func oneExchangeErr(b *rig) error {
 	_, err := oneExchange(b)
 
 	return err
@@ -484,15 +432,15 @@ func TestHungUpstreamCaughtByHTTPSCheck(t *testing.T) {
 
 	stuck := hung(t)
 
-	if err := (TCPCheck{}).Check(context.Background(), stuck); err != nil {
+	if err := (check.TCPCheck{}).Check(context.Background(), stuck); err != nil {
 		t.Fatalf("the hung upstream fails even a TCP check, the test proves nothing: %v", err)
 	}
 
 	tlsConfig := live.Client().Transport.(*http.Transport).TLSClientConfig.Clone()
 	// A TLS check on a busy 2-core machine can take tens of milliseconds:
 	// the timeout must not take the live upstream out too.
-	s := Settings{HealthInterval: 400 * time.Millisecond, HealthTimeout: 300 * time.Millisecond, DialTimeout: time.Second,
-		Check: NewHTTPSCheck(tlsConfig, "/readyz"), DrainTimeout: time.Hour}
+	s := setup{HealthInterval: 400 * time.Millisecond, HealthTimeout: 300 * time.Millisecond, DialTimeout: time.Second,
+		Check: check.NewHTTPSCheck(tlsConfig, "/readyz"), DrainTimeout: time.Hour}
 	b := startOn(t, listen(t), s, true, stuck, live.Listener.Addr().String())
 
 	waitFor(t, "the hung upstream to be marked down", func() bool { return !statusOf(b, stuck).Healthy })

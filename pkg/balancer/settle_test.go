@@ -79,7 +79,7 @@ func TestLateSocketOptions(t *testing.T) {
 
 // withSession runs f on the session that is not settled yet, or on the
 // only one, with its loop locked.
-func withSession(t *testing.T, b *Balancer, f func(*loop, *session)) {
+func withSession(t *testing.T, b *rig, f func(*loop, *session)) {
 	t.Helper()
 
 	for _, l := range b.loops {

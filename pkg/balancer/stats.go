@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/lexfrei/extractedprism/pkg/upstream"
 )
 
 // Counters the balancer keeps for metrics. They are plain atomics, read by
@@ -61,37 +63,20 @@ func (h *histogram) snapshot() Histogram {
 	return out
 }
 
-// Dial error reasons, a bounded label set.
-const (
-	ReasonRefused     = "refused"
-	ReasonTimeout     = "timeout"
-	ReasonUnreachable = "unreachable"
-	ReasonOther       = "other"
-)
-
-// DialErrorReasons lists every reason, in a fixed order.
-var DialErrorReasons = []string{ReasonRefused, ReasonTimeout, ReasonUnreachable, ReasonOther}
-
-func dialErrorReason(err error) int {
+// dialEvidence classifies a failed dial for the model's counters.
+func dialEvidence(err error) upstream.Evidence {
 	var ne net.Error
 
 	switch {
 	case errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET):
-		return 0
+		return upstream.DialRefused
 	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
-		return 1
+		return upstream.DialTimeout
 	case errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH):
-		return 2
+		return upstream.DialUnreachable
 	default:
-		return 3
+		return upstream.DialFailed
 	}
-}
-
-// nodeCounters are one upstream's counters.
-type nodeCounters struct {
-	dialErrors [4]atomic.Uint64 // by DialErrorReasons index
-	bytesIn    atomic.Uint64    // client -> upstream
-	bytesOut   atomic.Uint64    // upstream -> client
 }
 
 // Stats is a snapshot of the balancer for metrics.
@@ -105,20 +90,11 @@ type Stats struct {
 	RacedDials     uint64
 	Replayed       uint64
 	DialDuration   Histogram
-	Upstreams      []UpstreamStats
 }
 
-// UpstreamStats extends UpstreamStatus with counters.
-type UpstreamStats struct {
-	UpstreamStatus
-	DialErrors map[string]uint64 // by reason
-	BytesIn    uint64
-	BytesOut   uint64
-}
-
-// Stats returns the balancer's counters and the state of every upstream.
+// Stats returns the balancer's counters; the upstreams' are the model's.
 func (b *Balancer) Stats() Stats {
-	s := Stats{
+	return Stats{
 		Accepted:       b.stats.accepted.Load(),
 		Rejected:       b.stats.rejected.Load(),
 		RetriedDials:   b.stats.retried.Load(),
@@ -129,21 +105,4 @@ func (b *Balancer) Stats() Stats {
 		Replayed:       b.stats.replayed.Load(),
 		DialDuration:   b.stats.dials.snapshot(),
 	}
-
-	status := b.Status()
-
-	b.mu.Lock()
-	nodes := append([]*node(nil), b.nodes...)
-	b.mu.Unlock()
-
-	for i, n := range nodes {
-		us := UpstreamStats{UpstreamStatus: status[i], DialErrors: map[string]uint64{}, BytesIn: n.counters.bytesIn.Load(), BytesOut: n.counters.bytesOut.Load()}
-		for r, name := range DialErrorReasons {
-			us.DialErrors[name] = n.counters.dialErrors[r].Load()
-		}
-
-		s.Upstreams = append(s.Upstreams, us)
-	}
-
-	return s
 }

@@ -17,12 +17,14 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/lexfrei/extractedprism/pkg/balancer"
+	"github.com/lexfrei/extractedprism/pkg/check"
 	"github.com/lexfrei/extractedprism/pkg/config"
 	"github.com/lexfrei/extractedprism/pkg/discovery"
 	"github.com/lexfrei/extractedprism/pkg/health"
 	"github.com/lexfrei/extractedprism/pkg/metrics"
 	"github.com/lexfrei/extractedprism/pkg/status"
 	"github.com/lexfrei/extractedprism/pkg/systemd"
+	"github.com/lexfrei/extractedprism/pkg/upstream"
 	"github.com/lexfrei/extractedprism/pkg/version"
 )
 
@@ -62,6 +64,8 @@ type Daemon struct {
 	opts    Options
 	log     *zap.Logger
 	notify  Notifier
+	ups     *upstream.Set
+	probe   *check.Prober
 	lb      *balancer.Balancer
 	hs      *health.Server
 	started time.Time
@@ -101,21 +105,15 @@ func New(opts Options) (*Daemon, error) {
 		return nil, err
 	}
 
-	d.lb, err = balancer.New(balancer.Options{
-		Listener: ln,
-		Logger:   d.log.Named("balancer"),
-		Loops:    opts.Loops,
-		Settings: d.balancerSettings(cfg),
-	}, d.set.endpoints())
-	if err != nil {
+	if err := d.build(ln, cfg); err != nil {
 		_ = ln.Close()
 		_ = hln.Close()
 
-		return nil, fmt.Errorf("balancer: %w", err)
+		return nil, err
 	}
 
 	d.hs = health.New(hln, health.Checks{
-		Alive:   d.lb.Alive,
+		Alive:   d.alive,
 		Ready:   d.ready,
 		Status:  func() any { return d.Status() },
 		Metrics: metrics.Handler(metrics.NewRegistry(d.metrics, version.Get())),
@@ -146,20 +144,52 @@ func (d *Daemon) listener(ln net.Listener, what, addr string, port int) (net.Lis
 	return l, nil
 }
 
-func (d *Daemon) balancerSettings(c config.Config) balancer.Settings {
+// build makes the upstream model, its prober and the relay engine over it.
+func (d *Daemon) build(ln net.Listener, cfg config.Config) error {
+	var err error
+
+	d.ups, err = upstream.New(upstream.Options{Logger: d.log.Named("upstream"), Rules: rules(cfg)}, d.set.endpoints())
+	if err != nil {
+		return fmt.Errorf("upstreams: %w", err)
+	}
+
+	d.probe = check.New(d.ups, d.checkSettings(cfg), d.log.Named("check"), nil)
+
+	d.lb, err = balancer.New(balancer.Options{
+		Listener:  ln,
+		Upstreams: d.ups,
+		Logger:    d.log.Named("balancer"),
+		Loops:     d.opts.Loops,
+		Settings:  engineSettings(cfg),
+	})
+	if err != nil {
+		return fmt.Errorf("balancer: %w", err)
+	}
+
+	return nil
+}
+
+func rules(c config.Config) upstream.Rules {
+	return upstream.Rules{Fall: c.HealthFall, Rise: c.HealthRise, ResetOnFailure: c.ResetOnFailure, DrainTimeout: c.DrainTimeout}
+}
+
+func (d *Daemon) checkSettings(c config.Config) check.Settings {
+	return check.Settings{Interval: c.HealthInterval, Timeout: c.HealthTimeout, Check: d.checker(c)}
+}
+
+func engineSettings(c config.Config) balancer.Settings {
 	return balancer.Settings{
-		HealthInterval:  c.HealthInterval,
-		HealthTimeout:   c.HealthTimeout,
-		Check:           d.checker(c),
-		Fall:            c.HealthFall,
-		Rise:            c.HealthRise,
-		ResetOnFailure:  c.ResetOnFailure,
 		DialTimeout:     c.DialTimeout,
 		DialHeadStart:   c.DialHeadStart,
 		KeepAlivePeriod: c.KeepAlivePeriod,
 		TCPUserTimeout:  c.TCPUserTimeout,
-		DrainTimeout:    c.DrainTimeout,
 	}
+}
+
+// alive reports whether the daemon's own machinery works: the relay
+// engine's loops and the check schedule. Never the upstreams' health.
+func (d *Daemon) alive() error {
+	return errors.Join(d.lb.Alive(), d.probe.Alive())
 }
 
 // ProxyAddr is where clients connect.
@@ -176,7 +206,11 @@ const statusEvery = time.Second
 func (d *Daemon) Run(ctx context.Context) error {
 	d.started = time.Now()
 
+	d.probe.Start()
+
 	if err := d.lb.Start(); err != nil {
+		d.probe.Stop()
+
 		return fmt.Errorf("starting balancer: %w", err)
 	}
 
@@ -196,7 +230,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	wdCtx, stopWatchdog := context.WithCancel(context.Background())
 	defer stopWatchdog()
 
-	go systemd.Watchdog(wdCtx, d.notify, d.opts.Watchdog, d.lb.Alive, d.log)
+	go systemd.Watchdog(wdCtx, d.notify, d.opts.Watchdog, d.alive, d.log)
 
 	discoveryCtx, stopDiscovery := context.WithCancel(context.Background())
 	defer stopDiscovery()
@@ -251,6 +285,8 @@ func (d *Daemon) shutdown() {
 	d.log.Info("shutting down: no new connections; draining",
 		zap.Int("active_connections", active), zap.Duration("drain_timeout", drain))
 
+	d.probe.Stop()
+
 	ctx, cancel := context.WithTimeout(context.Background(), drain)
 	cut := d.lb.Shutdown(ctx)
 
@@ -277,7 +313,7 @@ func (d *Daemon) config() config.Config {
 var ErrNotReady = errors.New("no usable upstream")
 
 func (d *Daemon) ready() error {
-	if d.lb.Ready() {
+	if d.ups.Ready() {
 		return nil
 	}
 
@@ -288,11 +324,11 @@ func (d *Daemon) ready() error {
 func (d *Daemon) Status() status.Document {
 	return status.Document{
 		Version:   version.Get().Version,
-		Ready:     d.lb.Ready(),
+		Ready:     d.ups.Ready(),
 		Listen:    d.lb.Addr().String(),
 		StartedAt: d.started,
 		Discovery: d.discoveryState(),
-		Upstreams: d.lb.Status(),
+		Upstreams: d.ups.Status(),
 	}
 }
 
@@ -317,6 +353,7 @@ func (d *Daemon) metrics() metrics.Snapshot {
 	d.mu.Unlock()
 
 	snap.Balancer = d.lb.Stats()
+	snap.Upstreams = d.ups.Status()
 
 	if d.watcher != nil {
 		s := d.watcher.State()

@@ -258,7 +258,7 @@ func TestMetricsDuringFailover(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 
-	if err := d.lb.WaitFirstCheck(ctx); err != nil {
+	if err := d.probe.WaitFirstRound(ctx); err != nil {
 		t.Fatal(err)
 	}
 
@@ -309,7 +309,7 @@ func TestMetricsDuringFailover(t *testing.T) {
 func tierOf(t *testing.T, d *Daemon, addr string) int {
 	t.Helper()
 
-	for _, u := range d.lb.Status() {
+	for _, u := range d.ups.Status() {
 		if u.Address == addr {
 			return u.Tier
 		}

@@ -12,9 +12,9 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/lexfrei/extractedprism/pkg/balancer"
 	"github.com/lexfrei/extractedprism/pkg/config"
 	"github.com/lexfrei/extractedprism/pkg/discovery"
+	"github.com/lexfrei/extractedprism/pkg/upstream"
 	"github.com/lexfrei/extractedprism/pkg/version"
 )
 
@@ -31,14 +31,14 @@ type upstreamSet struct {
 	cached     []string
 }
 
-func (u upstreamSet) endpoints() []balancer.Endpoint {
-	var out []balancer.Endpoint
+func (u upstreamSet) endpoints() []upstream.Endpoint {
+	var out []upstream.Endpoint
 
 	add := func(addrs []string, source string) {
 		for _, a := range addrs {
-			i := slices.IndexFunc(out, func(e balancer.Endpoint) bool { return e.Address == a })
+			i := slices.IndexFunc(out, func(e upstream.Endpoint) bool { return e.Address == a })
 			if i < 0 {
-				out = append(out, balancer.Endpoint{Address: a})
+				out = append(out, upstream.Endpoint{Address: a})
 				i = len(out) - 1
 			}
 
@@ -177,7 +177,7 @@ func (d *Daemon) onDiscovered(addrs []string) {
 
 	d.log.Info("discovered API servers", zap.Strings("upstreams", addrs))
 
-	if err := d.lb.SetUpstreams(eps); err != nil {
+	if err := d.ups.Reconcile(eps); err != nil {
 		d.log.Error("discovered set not applied", zap.Error(err))
 	}
 

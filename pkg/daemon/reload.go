@@ -74,13 +74,13 @@ func (d *Daemon) apply(next config.Config) {
 	eps := d.set.endpoints()
 	d.mu.Unlock()
 
-	if err := d.lb.SetUpstreams(eps); err != nil {
+	if err := d.ups.Reconcile(eps); err != nil {
 		d.log.Error("reload: upstreams not changed", zap.Error(err))
 	}
 
-	if err := d.lb.Apply(d.balancerSettings(next)); err != nil {
-		d.log.Error("reload: health-check settings not changed", zap.Error(err))
-	}
+	d.lb.Apply(engineSettings(next))
+	d.ups.SetRules(rules(next))
+	d.probe.Apply(d.checkSettings(next))
 
 	if d.opts.Level != nil {
 		_ = d.opts.Level.UnmarshalText([]byte(next.LogLevel))

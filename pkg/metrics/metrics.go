@@ -14,12 +14,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/lexfrei/extractedprism/pkg/balancer"
+	"github.com/lexfrei/extractedprism/pkg/upstream"
 	"github.com/lexfrei/extractedprism/pkg/version"
 )
 
 // Snapshot is everything a scrape reports.
 type Snapshot struct {
 	Balancer  balancer.Stats
+	Upstreams []upstream.Status
 	Discovery Discovery
 	Reloads   Reloads
 }
@@ -102,7 +104,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
 	}
 
-	for _, u := range s.Balancer.Upstreams {
+	for _, u := range s.Upstreams {
 		gauge(upHealthy, boolf(u.Healthy), u.Address)
 		gauge(upScore, u.Score, u.Address)
 		gauge(upTier, float64(u.Tier), u.Address)
@@ -110,7 +112,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(upActive, float64(u.ActiveConnections), u.Address)
 		counter(upConns, u.TotalConnections, u.Address)
 
-		for _, r := range balancer.DialErrorReasons {
+		for _, r := range upstream.DialErrorReasons {
 			counter(upDialErrors, u.DialErrors[r], u.Address, r)
 		}
 

@@ -7,6 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/lexfrei/extractedprism/pkg/balancer"
+	"github.com/lexfrei/extractedprism/pkg/upstream"
 	"github.com/lexfrei/extractedprism/pkg/version"
 )
 
@@ -15,11 +16,11 @@ func snapshot() Snapshot {
 		Balancer: balancer.Stats{
 			Accepted: 10, Rejected: 1, RetriedDials: 2,
 			DialDuration: balancer.Histogram{Counts: make([]uint64, len(balancer.DialBuckets)+1), Sum: 0.01},
-			Upstreams: []balancer.UpstreamStats{{
-				UpstreamStatus: balancer.UpstreamStatus{Address: "10.0.0.1:6443", Healthy: true, Score: 1, Sources: []string{"static"}, LastChange: time.Now()},
-				DialErrors:     map[string]uint64{"refused": 3},
-			}},
 		},
+		Upstreams: []upstream.Status{{
+			Address: "10.0.0.1:6443", Healthy: true, Score: 1, Sources: []string{"static"}, LastChange: time.Now(),
+			DialErrors: map[string]uint64{"refused": 3},
+		}},
 		Discovery: Discovery{State: "watching", Events: 4, Errors: map[string]uint64{"forbidden": 1}, LastSync: time.Now(), CacheAt: time.Now()},
 		Reloads:   Reloads{OK: 1},
 	}
@@ -46,7 +47,7 @@ func TestMetricsLint(t *testing.T) {
 	}
 
 	// 4 reasons for the one upstream, 6 states: cardinality is fixed.
-	if count != len(balancer.DialErrorReasons)+len(DiscoveryStates) {
-		t.Fatalf("%d series, want %d", count, len(balancer.DialErrorReasons)+len(DiscoveryStates))
+	if count != len(upstream.DialErrorReasons)+len(DiscoveryStates) {
+		t.Fatalf("%d series, want %d", count, len(upstream.DialErrorReasons)+len(DiscoveryStates))
 	}
 }

@@ -12,17 +12,17 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/lexfrei/extractedprism/pkg/balancer"
+	"github.com/lexfrei/extractedprism/pkg/upstream"
 )
 
 // Document is what /status serves.
 type Document struct {
-	Version   string                    `json:"version"`
-	Ready     bool                      `json:"ready"`
-	Listen    string                    `json:"listen"`
-	StartedAt time.Time                 `json:"started_at"`
-	Discovery string                    `json:"discovery"`
-	Upstreams []balancer.UpstreamStatus `json:"upstreams"`
+	Version   string            `json:"version"`
+	Ready     bool              `json:"ready"`
+	Listen    string            `json:"listen"`
+	StartedAt time.Time         `json:"started_at"`
+	Discovery string            `json:"discovery"`
+	Upstreams []upstream.Status `json:"upstreams"`
 }
 
 // Summary is the one-line state, also used as the systemd STATUS.

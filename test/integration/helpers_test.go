@@ -25,7 +25,7 @@ import (
 	"go.uber.org/zap/zaptest"
 	"go.uber.org/zap/zaptest/observer"
 
-	"github.com/lexfrei/extractedprism/pkg/balancer"
+	"github.com/lexfrei/extractedprism/pkg/upstream"
 	"github.com/lexfrei/extractedprism/pkg/config"
 	"github.com/lexfrei/extractedprism/pkg/daemon"
 	"github.com/lexfrei/extractedprism/test/kubeharness"
@@ -142,8 +142,8 @@ func startDaemon(t *testing.T, static string, edit func(*config.Config)) *runnin
 	return r
 }
 
-func (r *running) upstreams() map[string]balancer.UpstreamStatus {
-	out := map[string]balancer.UpstreamStatus{}
+func (r *running) upstreams() map[string]upstream.Status {
+	out := map[string]upstream.Status{}
 	for _, u := range r.d.Status().Upstreams {
 		out[u.Address] = u
 	}

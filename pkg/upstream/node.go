@@ -1,0 +1,86 @@
+package upstream
+
+import (
+	"net/netip"
+	"sync/atomic"
+	"time"
+
+	"k8s.io/utils/clock"
+)
+
+// Node is one upstream. The engine dials DialAddr, counts its connections
+// with Attach and Detach, and passes the Node back in Report; everything
+// else about it is the Set's business.
+type Node struct {
+	addr string
+	// dialAddr is where connections go: addr itself when it is an IP
+	// address, else what the name last resolved to (SetDialAddr).
+	dialAddr atomic.Pointer[netip.AddrPort]
+
+	active     atomic.Int64
+	total      atomic.Uint64
+	dialErrors [LostRace]atomic.Uint64 // by DialErrorReasons
+	bytesIn    atomic.Uint64           // client -> upstream
+	bytesOut   atomic.Uint64           // upstream -> client
+
+	// Guarded by the Set's mu.
+	sources   []string
+	healthy   bool // by the fall/rise rule; new upstreams start healthy
+	fails     int  // failed checks in a row
+	passes    int  // passing checks in a row
+	tier      int
+	suspended bool // the data path saw it fail since the last passing check
+	latency   time.Duration
+	lastErr   error
+	changed   time.Time
+	drain     clock.Timer // set while draining: listed no more
+}
+
+func newNode(addr string, now time.Time) *Node {
+	n := &Node{addr: addr, healthy: true, changed: now}
+	if ap, err := netip.ParseAddrPort(addr); err == nil {
+		n.dialAddr.Store(&ap)
+	}
+
+	return n
+}
+
+// Addr is the upstream's address as configured: host:port.
+func (n *Node) Addr() string { return n.addr }
+
+// DialAddr is the address to connect to, or nil while a host name has not
+// been resolved yet.
+func (n *Node) DialAddr() *netip.AddrPort { return n.dialAddr.Load() }
+
+// SetDialAddr records what a host-name upstream resolved to.
+func (n *Node) SetDialAddr(ap netip.AddrPort) { n.dialAddr.Store(&ap) }
+
+// Attach counts a client connection made to n.
+func (n *Node) Attach() {
+	n.active.Add(1)
+	n.total.Add(1)
+}
+
+// Detach counts the end of a client connection to n and the bytes it
+// moved each way.
+func (n *Node) Detach(in, out uint64) {
+	n.active.Add(-1)
+	n.bytesIn.Add(in)
+	n.bytesOut.Add(out)
+}
+
+// Active is the number of client connections to n.
+func (n *Node) Active() int64 { return n.active.Load() }
+
+// usable reports whether new connections may go to n.
+func (n *Node) usable() bool { return n.healthy && !n.suspended }
+
+// score is the current streak: passing checks in a row, or minus the
+// failed ones.
+func (n *Node) score() float64 {
+	if n.fails > 0 {
+		return float64(-n.fails)
+	}
+
+	return float64(n.passes)
+}

@@ -1,0 +1,214 @@
+package upstream
+
+import (
+	"errors"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+	"k8s.io/utils/clock"
+)
+
+// Sentinel errors callers branch on.
+var (
+	// ErrNoUpstreams means no upstream could take a connection.
+	ErrNoUpstreams = errors.New("no usable upstream")
+	// ErrEmptySet is returned when asked to replace the upstreams with nothing.
+	ErrEmptySet = errors.New("refusing an empty upstream set")
+)
+
+// Endpoint is an upstream address and the sources that know of it.
+type Endpoint struct {
+	Address string   // host:port
+	Sources []string // e.g. "static", "discovery"
+}
+
+// Rules are the tunables of the model; they can change while running.
+type Rules struct {
+	// Fall failed checks in a row take an upstream out; Rise passing ones
+	// bring it back. Zero means 1.
+	Fall, Rise int
+	// ResetOnFailure has the engine close the connections of an upstream
+	// that fails its checks, so clients reconnect to a healthy one at once.
+	ResetOnFailure bool
+	// DrainTimeout is how long connections to an upstream that left the
+	// set may go on before the engine is told to close them.
+	DrainTimeout time.Duration
+	// Tiers are the check-latency bounds of the latency tiers; nil means
+	// DefaultTiers, an empty slice one tier for all.
+	Tiers []time.Duration
+}
+
+// DefaultTiers: an upstream that answers checks an order of magnitude
+// slower is used only while no faster one is usable. The first bound is
+// coarse on purpose: sub-millisecond jitter on a busy host must not move
+// equal upstreams between tiers.
+var DefaultTiers = []time.Duration{10 * time.Millisecond, 100 * time.Millisecond, time.Second}
+
+// Reason says why the engine is asked to close an upstream's connections.
+type Reason uint8
+
+const (
+	// ReasonFailed: the upstream failed its checks (Rules.ResetOnFailure).
+	ReasonFailed Reason = iota
+	// ReasonRemoved: the upstream left the set and its drain time is over.
+	ReasonRemoved
+)
+
+// Closer closes the client connections of n and returns how many there
+// were. The engine provides it; see the package rules for when it is called.
+type Closer func(n *Node, why Reason) int
+
+// Options configure a Set.
+type Options struct {
+	Clock  clock.WithDelayedExecution // nil means the real clock
+	Logger *zap.Logger
+	Rules  Rules
+}
+
+// Set is the upstream model.
+type Set struct {
+	clk    clock.WithDelayedExecution
+	log    *zap.Logger
+	rules  atomic.Pointer[Rules]
+	closer atomic.Pointer[Closer]
+
+	mu     sync.Mutex
+	nodes  []*Node // in configuration order
+	cursor int     // of the last pick, for round-robin ties
+}
+
+// New makes a Set of endpoints, which may not be empty.
+func New(opts Options, endpoints []Endpoint) (*Set, error) {
+	if len(endpoints) == 0 {
+		return nil, ErrEmptySet
+	}
+
+	if opts.Clock == nil {
+		opts.Clock = clock.RealClock{}
+	}
+
+	if opts.Logger == nil {
+		opts.Logger = zap.NewNop()
+	}
+
+	s := &Set{clk: opts.Clock, log: opts.Logger, cursor: -1}
+	s.SetRules(opts.Rules)
+	s.nodes = s.reuse(endpoints)
+
+	return s, nil
+}
+
+// SetRules changes the rules; they apply to the next event.
+func (s *Set) SetRules(r Rules) {
+	if r.Tiers == nil {
+		r.Tiers = DefaultTiers
+	}
+
+	s.rules.Store(&r)
+}
+
+// SetCloser installs the engine's way of closing connections.
+func (s *Set) SetCloser(c Closer) { s.closer.Store(&c) }
+
+// close asks the engine to close n's connections; s.mu is not held.
+func (s *Set) close(n *Node, why Reason) int {
+	c := s.closer.Load()
+	if c == nil {
+		return 0
+	}
+
+	return (*c)(n, why)
+}
+
+// Nodes returns the listed upstreams, in configuration order.
+func (s *Set) Nodes() []*Node {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+
+	return slices.Clone(s.nodes)
+}
+
+// Reconcile replaces the set with endpoints. Upstreams that stay keep
+// their health state and connections; new ones start usable; those that
+// leave drain. An empty set is refused: the proxy never ends up with
+// nothing to send connections to.
+func (s *Set) Reconcile(endpoints []Endpoint) error {
+	if len(endpoints) == 0 {
+		return ErrEmptySet
+	}
+
+	s.mu.Lock()
+	old := s.nodes
+	s.nodes = s.reuse(endpoints)
+	nodes := slices.Clone(s.nodes)
+	s.mu.Unlock()
+
+	for _, n := range nodes {
+		if !slices.Contains(old, n) {
+			s.log.Info("upstream added", zap.String("upstream", n.addr), zap.Strings("sources", n.sources))
+		}
+	}
+
+	for _, n := range old {
+		if !slices.Contains(nodes, n) {
+			s.retire(n)
+		}
+	}
+
+	return nil
+}
+
+// reuse maps endpoints to nodes, keeping the existing node of an address
+// so that its state survives; s.mu is held or s is not shared yet.
+func (s *Set) reuse(endpoints []Endpoint) []*Node {
+	out := make([]*Node, 0, len(endpoints))
+
+	for _, ep := range endpoints {
+		if j := slices.IndexFunc(out, func(n *Node) bool { return n.addr == ep.Address }); j >= 0 {
+			out[j].sources = append(out[j].sources, ep.Sources...)
+
+			continue
+		}
+
+		var n *Node
+		if i := slices.IndexFunc(s.nodes, func(n *Node) bool { return n.addr == ep.Address }); i >= 0 {
+			n = s.nodes[i]
+		} else {
+			n = newNode(ep.Address, s.clk.Now())
+		}
+
+		n.sources = slices.Clone(ep.Sources)
+		out = append(out, n)
+	}
+
+	return out
+}
+
+// retire lets the connections of a removed upstream go on for the drain
+// timeout, then has the engine close the rest so clients reconnect to a
+// listed one.
+func (s *Set) retire(n *Node) {
+	drain := s.rules.Load().DrainTimeout
+	s.log.Info("upstream removed; draining its connections",
+		zap.String("upstream", n.addr), zap.Int64("active_connections", n.Active()), zap.Duration("drain_timeout", drain))
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+
+	n.drain = s.clk.AfterFunc(drain, func() {
+		if cut := s.close(n, ReasonRemoved); cut > 0 {
+			s.log.Info("closed connections to a removed upstream", zap.String("upstream", n.addr), zap.Int("closed", cut))
+		}
+	})
+}
+
+// Ready reports whether at least one upstream is usable.
+func (s *Set) Ready() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+
+	return slices.ContainsFunc(s.nodes, (*Node).usable)
+}

@@ -34,6 +34,7 @@ type Node struct {
 	lastErr   error
 	changed   time.Time
 	drain     clock.Timer // set while draining: listed no more
+	revived   bool        // listed again while draining, by the last Reconcile
 }
 
 func newNode(addr string, now time.Time) *Node {

@@ -75,9 +75,10 @@ type Set struct {
 	rules  atomic.Pointer[Rules]
 	closer atomic.Pointer[Closer]
 
-	mu     sync.Mutex
-	nodes  []*Node // in configuration order
-	cursor int     // of the last pick, for round-robin ties
+	mu       sync.Mutex
+	nodes    []*Node          // in configuration order
+	draining map[string]*Node // listed no more, until their drain ends
+	cursor   int              // of the last pick, for round-robin ties
 }
 
 // New makes a Set of endpoints, which may not be empty.
@@ -94,7 +95,7 @@ func New(opts Options, endpoints []Endpoint) (*Set, error) {
 		opts.Logger = zap.NewNop()
 	}
 
-	s := &Set{clk: opts.Clock, log: opts.Logger, cursor: -1}
+	s := &Set{clk: opts.Clock, log: opts.Logger, cursor: -1, draining: map[string]*Node{}}
 	s.SetRules(opts.Rules)
 	s.nodes = s.reuse(endpoints)
 
@@ -147,7 +148,12 @@ func (s *Set) Reconcile(endpoints []Endpoint) error {
 	s.mu.Unlock()
 
 	for _, n := range nodes {
-		if !slices.Contains(old, n) {
+		switch {
+		case slices.Contains(old, n):
+		case n.revived:
+			s.log.Info("upstream listed again while draining; its connections stay",
+				zap.String("upstream", n.addr), zap.Int64("active_connections", n.Active()))
+		default:
 			s.log.Info("upstream added", zap.String("upstream", n.addr), zap.Strings("sources", n.sources))
 		}
 	}
@@ -162,9 +168,16 @@ func (s *Set) Reconcile(endpoints []Endpoint) error {
 }
 
 // reuse maps endpoints to nodes, keeping the existing node of an address
-// so that its state survives; s.mu is held or s is not shared yet.
+// so that its state survives, and reviving one that is draining; s.mu is
+// held or s is not shared yet.
 func (s *Set) reuse(endpoints []Endpoint) []*Node {
 	out := make([]*Node, 0, len(endpoints))
+	listed := make(map[string]*Node, len(endpoints))
+
+	for _, n := range s.nodes {
+		n.revived = false
+		listed[n.addr] = n
+	}
 
 	for _, ep := range endpoints {
 		if j := slices.IndexFunc(out, func(n *Node) bool { return n.addr == ep.Address }); j >= 0 {
@@ -173,10 +186,12 @@ func (s *Set) reuse(endpoints []Endpoint) []*Node {
 			continue
 		}
 
-		var n *Node
-		if i := slices.IndexFunc(s.nodes, func(n *Node) bool { return n.addr == ep.Address }); i >= 0 {
-			n = s.nodes[i]
-		} else {
+		n := listed[ep.Address]
+		if n == nil {
+			n = s.revive(ep.Address)
+		}
+
+		if n == nil {
 			n = newNode(ep.Address, s.clk.Now())
 		}
 
@@ -185,6 +200,21 @@ func (s *Set) reuse(endpoints []Endpoint) []*Node {
 	}
 
 	return out
+}
+
+// revive lists a draining node again and stops its drain; s.mu is held.
+func (s *Set) revive(addr string) *Node {
+	n := s.draining[addr]
+	if n == nil {
+		return nil
+	}
+
+	delete(s.draining, addr)
+	n.drain.Stop()
+	n.drain = nil
+	n.revived = true
+
+	return n
 }
 
 // retire lets the connections of a removed upstream go on for the drain
@@ -198,11 +228,32 @@ func (s *Set) retire(n *Node) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 
-	n.drain = s.clk.AfterFunc(drain, func() {
-		if cut := s.close(n, ReasonRemoved); cut > 0 {
-			s.log.Info("closed connections to a removed upstream", zap.String("upstream", n.addr), zap.Int("closed", cut))
+	// The address cannot be draining already: listing it again revived
+	// the node that was.
+	s.draining[n.addr] = n
+
+	var t clock.Timer
+	t = s.clk.AfterFunc(drain, func() {
+		s.mu.Lock()
+		current := n.drain == t
+		if current {
+			delete(s.draining, n.addr)
+			n.drain = nil
+		}
+		s.mu.Unlock()
+
+		if current {
+			s.expire(n)
 		}
 	})
+	n.drain = t
+}
+
+// expire has the engine close what is left of a drained node.
+func (s *Set) expire(n *Node) {
+	if cut := s.close(n, ReasonRemoved); cut > 0 {
+		s.log.Info("closed connections to a removed upstream", zap.String("upstream", n.addr), zap.Int("closed", cut))
+	}
 }
 
 // Ready reports whether at least one upstream is usable.

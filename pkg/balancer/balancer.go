@@ -64,6 +64,10 @@ type Settings struct {
 	DialHeadStart   time.Duration
 	KeepAlivePeriod time.Duration // 0 disables keepalive
 	TCPUserTimeout  time.Duration // 0 leaves the kernel default
+	// AnswerTimeout is how long an upstream may take to send its first
+	// byte after the client's first bytes reached it; then it is reported
+	// (NoAnswer) and the client moves to another upstream once. 0 waits.
+	AnswerTimeout time.Duration
 }
 
 // Balancer proxies connections from a listener to upstreams.
@@ -87,6 +91,7 @@ type Balancer struct {
 	idleOnce sync.Once
 
 	stats counters
+	noise struct{ dialFailed, rejected, replayed noisy }
 
 	// ctx ends on Shutdown: pending dials give up and background work
 	// (bg) finishes before Shutdown returns.

@@ -40,7 +40,7 @@ func (b *Balancer) dialFailed(n *upstream.Node, err error) {
 
 func (b *Balancer) report(n *upstream.Node, e upstream.Evidence, err error) {
 	b.ups.Report(n, e, err)
-	b.log.Warn("dial failed; trying the next upstream", zap.String("upstream", n.Addr()), zap.Error(err))
+	b.noise.dialFailed.log(b.log, zap.WarnLevel, "dial failed; trying the next upstream", zap.String("upstream", n.Addr()), zap.Error(err))
 }
 
 // closeUpstream is the model's Closer: it closes the connections to n and

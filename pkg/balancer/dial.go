@@ -18,6 +18,7 @@ import (
 var (
 	errNotResolved = errors.New("upstream name not resolved yet")
 	errLostRace    = errors.New("connect still pending after the dial head start while another upstream connected")
+	errNoAnswer    = errors.New("no answer to the client's first bytes within the answer timeout")
 )
 
 // dialing is one connect in flight.
@@ -188,6 +189,12 @@ func (s *session) schedule() {
 // tick times out dials that took too long and races a dial that passed
 // its head start with the next upstream.
 func (s *session) tick(now time.Time) {
+	if s.linked {
+		s.answerDue()
+
+		return
+	}
+
 	if s.starved && len(s.dials) == 0 {
 		s.starved = false
 		if !s.dialNext() {
@@ -300,9 +307,14 @@ func (s *session) won(d *dialing, events uint32, sent int) {
 	s.up = side{fd: d.fd, slot: d.slot, wr: true}
 	s.up.saw(events)
 	s.linked = true
+	s.linkedAt = now
 	s.n = d.n
 	d.n.Attach()
 	s.sent = sent
+
+	if at := s.b.settings.Load().AnswerTimeout; at > 0 {
+		s.l.wakeAt(s, now.Add(at))
+	}
 
 	if s.settled {
 		s.settleUpstream()
@@ -311,7 +323,7 @@ func (s *session) won(d *dialing, events uint32, sent int) {
 	if from := s.moved; from != nil {
 		s.moved = nil
 		s.b.stats.replayed.Add(1)
-		s.b.log.Info("upstream ended before answering; replayed the client's first bytes to the next one",
+		s.b.noise.replayed.log(s.b.log, zap.InfoLevel, "upstream ended or did not answer before its first byte; replayed the client's first bytes to the next one",
 			zap.String("from", from.Addr()), zap.String("to", d.n.Addr()))
 	} else if ce := s.b.log.Check(zap.DebugLevel, "proxying"); ce != nil {
 		ce.Write(zap.String("upstream", d.n.Addr()))
@@ -323,6 +335,6 @@ func (s *session) won(d *dialing, events uint32, sent int) {
 // noUpstream closes a client that no upstream could take.
 func (s *session) noUpstream(err error) {
 	s.b.stats.rejected.Add(1)
-	s.b.log.Warn("closing client: no upstream could take it", zap.Error(errors.Join(ErrNoUpstreams, err)))
+	s.b.noise.rejected.log(s.b.log, zap.WarnLevel, "closing client: no upstream could take it", zap.Error(errors.Join(ErrNoUpstreams, err)))
 	s.finish()
 }

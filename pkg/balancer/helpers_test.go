@@ -120,6 +120,7 @@ type Endpoint = upstream.Endpoint
 // model's rules and the prober's.
 type setup struct {
 	HealthInterval, HealthTimeout time.Duration
+	Retry                         time.Duration // zero: HealthInterval
 	Check                         check.Checker
 	Fall, Rise                    int
 	ResetOnFailure                bool
@@ -127,10 +128,14 @@ type setup struct {
 
 	DialTimeout, DialHeadStart      time.Duration
 	KeepAlivePeriod, TCPUserTimeout time.Duration
+	AnswerTimeout                   time.Duration
 }
 
 func (s setup) engine() Settings {
-	return Settings{DialTimeout: s.DialTimeout, DialHeadStart: s.DialHeadStart, KeepAlivePeriod: s.KeepAlivePeriod, TCPUserTimeout: s.TCPUserTimeout}
+	return Settings{
+		DialTimeout: s.DialTimeout, DialHeadStart: s.DialHeadStart, KeepAlivePeriod: s.KeepAlivePeriod,
+		TCPUserTimeout: s.TCPUserTimeout, AnswerTimeout: s.AnswerTimeout,
+	}
 }
 
 // rules puts every upstream in one latency tier: on a busy host a check can
@@ -138,11 +143,14 @@ func (s setup) engine() Settings {
 // which tests of selection order must not depend on. The model's tests
 // cover the tiers.
 func (s setup) rules() upstream.Rules {
-	return upstream.Rules{Fall: s.Fall, Rise: s.Rise, ResetOnFailure: s.ResetOnFailure, DrainTimeout: s.DrainTimeout, Tiers: []time.Duration{}}
+	return upstream.Rules{
+		Fall: s.Fall, Rise: s.Rise, ResetOnFailure: s.ResetOnFailure, DrainTimeout: s.DrainTimeout,
+		Interval: s.HealthInterval, Retry: s.Retry, Tiers: []time.Duration{},
+	}
 }
 
 func (s setup) checks() check.Settings {
-	return check.Settings{Interval: s.HealthInterval, Timeout: s.HealthTimeout, Check: s.Check}
+	return check.Settings{Timeout: s.HealthTimeout, Check: s.Check}
 }
 
 // rig is a balancer wired as the daemon wires it: the engine over a model

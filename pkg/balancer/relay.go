@@ -15,6 +15,10 @@ import (
 // answer. A Kubernetes client's TLS ClientHello fits many times over.
 const replayLimit = 16 << 10
 
+// unaskedWithin is how soon after connecting an upstream must hang up on a
+// client that sent nothing for it to count against the upstream.
+const unaskedWithin = time.Second
+
 const (
 	// copyBuf is a loop's read buffer. A read that fills it means a bulk
 	// transfer, which continues zero-copy with splice.
@@ -54,6 +58,9 @@ type session struct {
 	starved   bool           // waiting for a descriptor to dial with
 	exhausted bool           // every upstream was tried: nothing left to race
 	moved     *upstream.Node // the upstream that ended before answering
+	movedOnce bool           // a weak reason moved it already: never again
+	heard     bool           // the upstream's first byte was reported
+	linkedAt  time.Time      // when up connected
 
 	replay bool   // buf holds everything the client sent
 	buf    []byte // client bytes before the answer, sent or not
@@ -180,6 +187,12 @@ func (s *session) progress() {
 		err = s.beforeAnswer(err)
 	}
 
+	if !s.heard && s.answered() {
+		s.heard = true
+		s.noWake()
+		s.b.ups.Report(s.n, upstream.Answered, nil)
+	}
+
 	if err != nil {
 		s.fail(err)
 
@@ -292,10 +305,29 @@ func (s *session) blocked(dst *side) error {
 }
 
 // moveOn leaves an upstream that ended before answering for the next one,
-// to which won replays buf.
+// to which won replays buf. An upstream that hung up before it was sent a
+// byte is at fault; one that hung up on what the client sent may not be
+// (garbage is hung up on), so that moves a client once and only has the
+// upstream checked: one bad client costs one extra upstream connection
+// and takes no upstream out.
 func (s *session) moveOn(cause error) error {
 	failed := s.n
-	s.b.ups.Report(failed, upstream.EndedBeforeAnswer, cause)
+	ev := upstream.EndedUnasked
+
+	// Only a hang-up right after connecting, before any byte was sent, is
+	// the upstream's doing for sure: a client that sends nothing is hung
+	// up on in the end too.
+	if s.sent > 0 || time.Since(s.linkedAt) > unaskedWithin {
+		if s.movedOnce {
+			s.b.ups.Report(failed, upstream.EndedBeforeAnswer, cause)
+
+			return cause
+		}
+
+		ev, s.movedOnce = upstream.EndedBeforeAnswer, true
+	}
+
+	s.b.ups.Report(failed, ev, cause)
 	s.unlink()
 	s.moved = failed
 	s.c2u.shut = false
@@ -306,6 +338,27 @@ func (s *session) moveOn(cause error) error {
 	}
 
 	return nil
+}
+
+// answerDue is the answer timeout of a linked session: an upstream that
+// has not answered the client's first bytes is reported, and the client
+// moves to another upstream, once.
+func (s *session) answerDue() {
+	if s.answered() || s.sent == 0 || s.heard {
+		return
+	}
+
+	s.heard = true // reported once
+
+	if !s.replay || s.movedOnce {
+		s.b.ups.Report(s.n, upstream.NoAnswer, errNoAnswer)
+
+		return
+	}
+
+	if err := s.moveOn(errNoAnswer); err != nil {
+		s.fail(err)
+	}
 }
 
 func (s *session) unlink() {

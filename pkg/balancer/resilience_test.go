@@ -82,8 +82,77 @@ func TestReplayWhenTheUpstreamDiesBeforeAnswering(t *testing.T) {
 		t.Fatalf("replayed %d connections, want 1", n)
 	}
 
+	// The reset came after the client's bytes, which a client could have
+	// caused: the upstream is only checked, and stays in rotation.
+	if !statusOf(b, dead).Healthy {
+		t.Fatal("a reset after the client's bytes took the upstream out")
+	}
+}
+
+// An upstream that hangs up right after connecting, before it was sent a
+// byte, is at fault: it is suspended, and the client is served elsewhere.
+func TestHangUpBeforeAnyByteSuspends(t *testing.T) {
+	t.Parallel()
+
+	dead := serveEach(t, func(c net.Conn) {
+		_ = c.(*net.TCPConn).SetLinger(0) // RST
+		c.Close()
+	})
+	live := startServer(t, "b")
+	b := startOn(t, listen(t), quiet, true, dead, live.addr())
+
+	if got := servedBy(t, b); got != "b" {
+		t.Fatalf("served by %q", got)
+	}
+
 	if statusOf(b, dead).Healthy {
-		t.Fatal("the upstream that reset before answering is still used")
+		t.Fatal("an upstream that hung up before any byte is still in rotation")
+	}
+}
+
+// No client steers health: clients that send garbage, which every
+// upstream hangs up on, cost one extra upstream connection each and take
+// no upstream out.
+func TestGarbageClientsTakeNoUpstreamOut(t *testing.T) {
+	t.Parallel()
+
+	var accepted atomic.Int32
+
+	hangUp := func(c net.Conn) {
+		accepted.Add(1)
+		_, _ = c.Read(make([]byte, 16))
+		c.Close()
+	}
+	addrs := []string{serveEach(t, hangUp), serveEach(t, hangUp), serveEach(t, hangUp)}
+	b := startOn(t, listen(t), quiet, true, addrs...)
+
+	const clients = 5
+	for range clients {
+		c, err := dialProxy(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+
+		if _, err := c.Write(make([]byte, 5)); err != nil {
+			t.Fatal(err)
+		}
+
+		if _, err := c.r.ReadByte(); err == nil {
+			t.Fatal("garbage got an answer")
+		}
+
+		c.Close()
+	}
+
+	for _, a := range addrs {
+		if !statusOf(b, a).Healthy {
+			t.Errorf("%s taken out by garbage from clients", a)
+		}
+	}
+
+	// The checks at start: one per upstream; then two per client.
+	if got := int(accepted.Load()) - len(addrs); got != 2*clients {
+		t.Errorf("%d upstream connections for %d garbage clients, want %d", got, clients, 2*clients)
 	}
 }
 
@@ -301,11 +370,14 @@ func TestLeastConnections(t *testing.T) {
 	}
 }
 
-// flaky answers checks as told.
-type flaky struct{ down atomic.Bool }
+// flaky fails the checks of one address when told.
+type flaky struct {
+	addr string
+	down atomic.Bool
+}
 
-func (f *flaky) Check(context.Context, string) error {
-	if f.down.Load() {
+func (f *flaky) Check(_ context.Context, addr string) error {
+	if addr == f.addr && f.down.Load() {
 		return errors.New("down")
 	}
 
@@ -316,7 +388,7 @@ func TestFallRiseAndResetOnFailure(t *testing.T) {
 	t.Parallel()
 
 	a, bs := startServer(t, "a"), startServer(t, "b")
-	check := &flaky{}
+	check := &flaky{addr: a.addr()}
 	s := setup{HealthInterval: 10 * time.Millisecond, HealthTimeout: time.Second, DialTimeout: time.Second,
 		Check: check, Fall: 2, Rise: 3, ResetOnFailure: true, DrainTimeout: time.Hour}
 	b := startOn(t, listen(t), s, true, a.addr())
@@ -336,7 +408,7 @@ func TestFallRiseAndResetOnFailure(t *testing.T) {
 	}
 
 	check.down.Store(true)
-	waitFor(t, "two failed checks to take the upstreams out", func() bool { return !b.Ready() })
+	waitFor(t, "two failed checks to take a out", func() bool { return !statusOf(b, a.addr()).Healthy })
 
 	// Its clients are closed so they reconnect elsewhere at once.
 	if _, err := onA.r.ReadByte(); err == nil {
@@ -352,7 +424,7 @@ func TestFallRiseAndResetOnFailure(t *testing.T) {
 	}
 
 	check.down.Store(false)
-	waitFor(t, "three passing checks to bring them back", b.Ready)
+	waitFor(t, "three passing checks to bring a back", func() bool { return statusOf(b, a.addr()).Healthy })
 
 	if st := statusOf(b, a.addr()); st.Score < 3 {
 		t.Fatalf("back with score %v, want at least 3 (rise)", st.Score)

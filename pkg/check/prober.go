@@ -1,20 +1,19 @@
-// Package check runs the upstreams' health checks on a schedule and
-// records their results in the upstream model. The checks themselves
-// (TCP, HTTPS) are Checkers.
+// Package check runs the upstreams' health checks when the upstream model
+// says they are due, and records their results there. The checks
+// themselves (TCP, HTTPS) are Checkers.
 //
-// go-loadbalancer's upstream.List used to run the schedule. Its scores,
-// tiers and Pick were never read (the model keeps its own), its checks run
+// go-loadbalancer's upstream.List used to run a fixed schedule. Its scores,
+// tiers and Pick were never read (the model keeps its own), its checks ran
 // one upstream after another (a round of N dead upstreams took N
-// timeouts), a cancelled check counted as a failed one, and its schedule
-// can be neither shortened nor asked for an early check. What is left of
-// it is a timer with jitter, kept here.
+// timeouts), a cancelled check counted as a failed one, and it could not
+// check one upstream sooner than the others, which checking harder only
+// when something looks wrong needs.
 package check
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"net/netip"
 	"slices"
@@ -33,30 +32,25 @@ import (
 // ErrStalled means the check schedule stopped making progress.
 var ErrStalled = errors.New("stalled")
 
-// jitter spreads check rounds by ±20% of the interval.
-const jitter = 0.2
+// heartbeat bounds how long the schedule sleeps, so Alive can tell a
+// stuck schedule from a quiet one.
+const heartbeat = 5 * time.Second
 
 // Settings can change while running (Apply).
 type Settings struct {
-	Interval time.Duration
-	Timeout  time.Duration
-	Check    Checker // nil means TCPCheck
+	Timeout time.Duration
+	Check   Checker // nil means TCPCheck
 }
 
-// Prober checks every upstream of a set, all at once, every interval
-// (±jitter), so a round takes at most one timeout however many upstreams
-// are dead.
+// Prober runs each upstream's check when the model says it is due, each
+// in its own goroutine, so dead upstreams never delay the others.
 type Prober struct {
 	set      *upstream.Set
 	log      *zap.Logger
 	clk      clock.Clock
 	settings atomic.Pointer[Settings]
-
-	poke  chan struct{} // the interval changed
-	first chan struct{} // closed after the first round
-
-	mu        sync.Mutex
-	lastRound time.Time
+	first    chan struct{} // closed once the first checks are recorded
+	lastLoop atomic.Int64  // unix nanoseconds of the schedule's last turn
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -73,41 +67,32 @@ func New(set *upstream.Set, s Settings, log *zap.Logger, clk clock.Clock) *Probe
 		log = zap.NewNop()
 	}
 
-	p := &Prober{set: set, log: log, clk: clk, poke: make(chan struct{}, 1), first: make(chan struct{})}
+	p := &Prober{set: set, log: log, clk: clk, first: make(chan struct{})}
 	p.settings.Store(&s)
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 
 	return p
 }
 
-// Start runs the first round at once, then the schedule, until Stop.
+// Start checks every upstream at once, then follows the schedule until
+// Stop.
 func (p *Prober) Start() {
-	p.mu.Lock()
-	p.lastRound = p.clk.Now()
-	p.mu.Unlock()
-
+	p.lastLoop.Store(p.clk.Now().UnixNano())
 	p.wg.Go(p.run)
 }
 
-// Stop ends the schedule and waits for a round in flight; its unfinished
-// checks are not recorded.
+// Stop ends the schedule and waits for the checks in flight; unfinished
+// ones are not recorded.
 func (p *Prober) Stop() {
 	p.cancel()
 	p.wg.Wait()
 }
 
-// Apply changes the settings. A round in flight finishes with the old
-// ones; a new interval re-staggers the next round within it.
-func (p *Prober) Apply(s Settings) {
-	if old := p.settings.Swap(&s); old.Interval != s.Interval {
-		select {
-		case p.poke <- struct{}{}:
-		default:
-		}
-	}
-}
+// Apply changes the settings; checks in flight finish with the old ones.
+func (p *Prober) Apply(s Settings) { p.settings.Store(&s) }
 
-// WaitFirstRound blocks until the first round has finished.
+// WaitFirstRound blocks until the first check of every upstream has
+// finished.
 func (p *Prober) WaitFirstRound(ctx context.Context) error {
 	select {
 	case <-p.first:
@@ -117,68 +102,58 @@ func (p *Prober) WaitFirstRound(ctx context.Context) error {
 	}
 }
 
-// Alive reports whether rounds keep coming: one is due every interval
-// (±jitter) and lasts at most a timeout.
+// Alive reports whether the schedule keeps turning.
 func (p *Prober) Alive() error {
-	p.mu.Lock()
-	last := p.lastRound
-	p.mu.Unlock()
-
-	s := p.settings.Load()
-	if age := p.clk.Since(last); age > 3*s.Interval+s.Timeout {
-		return fmt.Errorf("health checks: no round for %s: %w", age.Round(time.Millisecond), ErrStalled)
+	last := time.Unix(0, p.lastLoop.Load())
+	if age := p.clk.Since(last); age > 3*heartbeat {
+		return fmt.Errorf("health checks: schedule stuck for %s: %w", age.Round(time.Millisecond), ErrStalled)
 	}
 
 	return nil
 }
 
 func (p *Prober) run() {
-	p.round()
+	due, next := p.set.Due()
+
+	var first sync.WaitGroup
+	for _, n := range due {
+		first.Go(func() { p.probe(n) })
+	}
+
+	first.Wait()
 	close(p.first)
 
-	// The second round is staggered anywhere within the first interval, so
-	// daemons started together do not check together.
-	t := p.clk.NewTimer(p.stagger())
-	defer func() { t.Stop() }()
-
 	for {
+		p.lastLoop.Store(p.clk.Now().UnixNano())
+
+		wait := heartbeat
+		if !next.IsZero() {
+			wait = min(wait, max(next.Sub(p.clk.Now()), 0))
+		}
+
+		t := p.clk.NewTimer(wait)
+
 		select {
 		case <-p.ctx.Done():
-			return
-		case <-p.poke:
 			t.Stop()
-			t = p.clk.NewTimer(p.stagger())
-		case <-t.C():
-			p.round()
 
-			iv := p.settings.Load().Interval
-			t = p.clk.NewTimer(time.Duration((1 + jitter*(2*rand.Float64()-1)) * float64(iv)))
+			return
+		case <-p.set.Wake():
+		case <-t.C():
+		}
+
+		t.Stop()
+
+		due, next = p.set.Due()
+		for _, n := range due {
+			p.wg.Go(func() { p.probe(n) })
 		}
 	}
 }
 
-func (p *Prober) stagger() time.Duration {
-	return time.Duration(rand.Float64() * float64(p.settings.Load().Interval))
-}
-
-// round checks every upstream in parallel and records each result as it
-// comes.
-func (p *Prober) round() {
+func (p *Prober) probe(n *upstream.Node) {
 	s := p.settings.Load()
 
-	p.mu.Lock()
-	p.lastRound = p.clk.Now()
-	p.mu.Unlock()
-
-	var wg sync.WaitGroup
-	for _, n := range p.set.Nodes() {
-		wg.Go(func() { p.probe(s, n) })
-	}
-
-	wg.Wait()
-}
-
-func (p *Prober) probe(s *Settings, n *upstream.Node) {
 	ctx, cancel := context.WithTimeout(p.ctx, s.Timeout)
 	defer cancel()
 
@@ -201,18 +176,18 @@ func (p *Prober) probe(s *Settings, n *upstream.Node) {
 
 	switch {
 	case p.ctx.Err() != nil:
-		return // stopped: an unfinished check says nothing of the upstream
+		// Stopped: an unfinished check says nothing of the upstream.
+		p.set.Skip(n)
 	case localShortage(err):
 		// Out of descriptors or memory here says nothing of the upstream:
 		// taking it out (and resetting its clients) would turn a local
 		// shortage into an outage.
 		p.log.Warn("health check not run: the process is short of descriptors or memory",
 			zap.String("upstream", n.Addr()), zap.Error(err))
-
-		return
+		p.set.Skip(n)
+	default:
+		p.set.Record(n, upstream.Result{Latency: latency, Err: err})
 	}
-
-	p.set.Record(n, upstream.Result{Latency: latency, Err: err})
 }
 
 // localShortage reports that this process is out of descriptors or memory:

@@ -169,12 +169,25 @@ func (d *Daemon) build(ln net.Listener, cfg config.Config) error {
 	return nil
 }
 
+// Fixed parts of the health model; the README says why.
+const (
+	// checkRetry is how soon an upstream that failed a check, or that the
+	// data path saw fail, is checked again (doubling up to the interval).
+	checkRetry = time.Second
+	// answerTimeout is how long an upstream may take to answer a new
+	// client's first bytes before the client moves on and it is checked.
+	answerTimeout = time.Second
+)
+
 func rules(c config.Config) upstream.Rules {
-	return upstream.Rules{Fall: c.HealthFall, Rise: c.HealthRise, ResetOnFailure: c.ResetOnFailure, DrainTimeout: c.DrainTimeout}
+	return upstream.Rules{
+		Fall: c.HealthFall, Rise: c.HealthRise, ResetOnFailure: c.ResetOnFailure, DrainTimeout: c.DrainTimeout,
+		Interval: c.HealthInterval, Retry: checkRetry,
+	}
 }
 
 func (d *Daemon) checkSettings(c config.Config) check.Settings {
-	return check.Settings{Interval: c.HealthInterval, Timeout: c.HealthTimeout, Check: d.checker(c)}
+	return check.Settings{Timeout: c.HealthTimeout, Check: d.checker(c)}
 }
 
 func engineSettings(c config.Config) balancer.Settings {
@@ -183,6 +196,7 @@ func engineSettings(c config.Config) balancer.Settings {
 		DialHeadStart:   c.DialHeadStart,
 		KeepAlivePeriod: c.KeepAlivePeriod,
 		TCPUserTimeout:  c.TCPUserTimeout,
+		AnswerTimeout:   answerTimeout,
 	}
 }
 

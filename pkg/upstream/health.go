@@ -12,110 +12,153 @@ type Result struct {
 	Err     error // nil: passed
 }
 
-// Record applies a check result to n under the fall/rise rule.
+// Record applies a check result to n under the fall/rise rule and
+// schedules its next check.
 func (s *Set) Record(n *Node, r Result) {
 	rules := s.rules.Load()
 
 	s.mu.Lock()
 	was := n.usable()
-	wasHealthy := n.healthy
+	n.checking = false
+	n.lastCheck = s.clk.Now()
 	n.latency = r.Latency
 
 	if r.Err != nil {
-		n.fails++
-		n.passes = 0
-		n.lastErr = r.Err
-
-		if n.healthy && n.fails >= max(rules.Fall, 1) {
-			n.healthy = false
-		}
+		s.failed(n, r.Err, rules)
 	} else {
-		n.passes++
-		n.fails = 0
-		n.tier = tierOf(rules.Tiers, r.Latency)
-		n.suspended = false
-		n.lastErr = nil
-
-		if !n.healthy && n.passes >= max(rules.Rise, 1) {
-			n.healthy = true
-		}
+		s.passed(n, r.Latency, rules)
 	}
 
-	s.logChange(n, was)
-	failed := wasHealthy && !n.healthy
+	s.changed(n, was)
+	reset := r.Err != nil && s.resetDue(n, rules)
+	s.poke() // the prober plans its next wake-up with this check's
 	s.mu.Unlock()
 
-	if failed && rules.ResetOnFailure {
-		s.reset(n)
+	if reset {
+		s.resetClients(n)
 	}
 }
 
-// reset has the engine close the connections of an upstream that failed
-// its checks: waiting for TCP to notice a dead or hung peer takes minutes,
-// a reconnect through the proxy takes milliseconds.
-func (s *Set) reset(n *Node) {
+// failed counts a failed check; s.mu is held.
+func (s *Set) failed(n *Node, err error, rules *Rules) {
+	n.fails++
+	n.passes = 0
+	n.lastErr = err
+
+	if n.healthy && n.fails >= max(rules.Fall, 1) {
+		n.healthy = false
+	}
+
+	// Check harder while it fails: retry soon, then back off to the
+	// interval, so a fleet that sees the same failure does not hammer a
+	// recovering API server.
+	n.backoff = min(max(2*n.backoff, rules.Retry), rules.Interval)
+	s.schedule(n, n.backoff)
+}
+
+// passed counts a passing check; s.mu is held.
+func (s *Set) passed(n *Node, latency time.Duration, rules *Rules) {
+	n.passes++
+	n.fails = 0
+	n.tier = tierOf(rules.Tiers, latency)
+	n.suspended = false
+	n.lastErr = nil
+	n.reset = false
+
+	if !n.healthy && n.passes >= max(rules.Rise, 1) {
+		n.healthy = true
+	}
+
+	if n.healthy {
+		n.backoff = 0
+		s.schedule(n, rules.Interval)
+	} else {
+		s.schedule(n, rules.Retry) // rising: confirm soon
+	}
+}
+
+// resetDue decides whether the clients of n, which just failed a check,
+// are to be reset; s.mu is held. Only once per failure, never on a single
+// failed check, and only when another upstream is usable for them to go
+// to: when all fail together (etcd stalls, the check CA is rotated), the
+// API servers mostly still serve, and cutting every watch of every node
+// would turn a blip into a relist storm.
+func (s *Set) resetDue(n *Node, rules *Rules) bool {
+	if !rules.ResetOnFailure || n.healthy || n.reset || n.fails < max(rules.Fall, 2) {
+		return false
+	}
+
+	for _, m := range s.nodes {
+		if m != n && m.usable() {
+			n.reset = true
+
+			return true
+		}
+	}
+
+	return false
+}
+
+// resetClients has the engine close the connections of an upstream that
+// failed its checks: waiting for TCP to notice a dead or hung peer takes
+// minutes, a reconnect through the proxy takes milliseconds.
+func (s *Set) resetClients(n *Node) {
 	if cut := s.close(n, ReasonFailed); cut > 0 {
-		s.log.Warn("closed the connections of an unhealthy upstream so its clients reconnect elsewhere",
+		s.log.Warn("closed the connections of an unhealthy upstream so its clients reconnect to a healthy one",
 			zap.String("upstream", n.addr), zap.Int("closed", cut))
 	}
 }
 
-// Evidence is what the data path learned about an upstream.
-type Evidence uint8
+// changed logs a change of n's usability and of fail-open; s.mu is held.
+func (s *Set) changed(n *Node, was bool) {
+	now := n.usable()
+	if now != was {
+		n.changed = s.clk.Now()
+		fields := []zap.Field{zap.String("upstream", n.addr), zap.Float64("score", n.score())}
 
-// The dial failures are numbered as DialErrorReasons.
-const (
-	DialRefused     Evidence = iota // refused, or reset while connecting
-	DialTimeout                     // no connection within the dial timeout
-	DialUnreachable                 // no route to the upstream
-	DialFailed                      // any other failed dial
-	// LostRace: a dial still pending after the head start while another
-	// upstream connected. Counted as a dial error of reason "other".
-	LostRace
-	// EndedBeforeAnswer: the upstream closed or reset a connection before
-	// its first byte.
-	EndedBeforeAnswer
-)
-
-// DialErrorReasons names the dial failures, in Evidence order: a bounded
-// label set.
-var DialErrorReasons = []string{"refused", "timeout", "unreachable", "other"}
-
-// Report records what the data path saw of n: any of these suspends it
-// from selection until its next passing check, so new clients stop paying
-// for it. It never closes connections.
-func (s *Set) Report(n *Node, e Evidence, err error) {
-	switch {
-	case e <= DialFailed:
-		n.dialErrors[e].Add(1)
-	case e == LostRace:
-		n.dialErrors[DialFailed].Add(1)
+		if now {
+			s.log.Info("upstream healthy", append(fields, zap.Duration("latency", n.latency))...)
+		} else {
+			s.log.Warn("upstream unhealthy", append(fields, zap.Error(n.lastErr))...)
+		}
 	}
 
-	s.mu.Lock()
-	defer s.mu.Unlock()
-
-	was := n.usable()
-	n.suspended = true
-	n.lastErr = err
-	s.logChange(n, was)
+	s.updateFailOpen()
 }
 
-// logChange logs a change of n's usability; s.mu is held.
-func (s *Set) logChange(n *Node, was bool) {
-	now := n.usable()
-	if now == was {
+// updateFailOpen notes when no upstream is usable any more, or again;
+// s.mu is held.
+func (s *Set) updateFailOpen() {
+	open := true
+
+	for _, n := range s.nodes {
+		if n.usable() {
+			open = false
+
+			break
+		}
+	}
+
+	if open == s.failOpen {
 		return
 	}
 
-	n.changed = s.clk.Now()
-	fields := []zap.Field{zap.String("upstream", n.addr), zap.Float64("score", n.score())}
-
-	if now {
-		s.log.Info("upstream healthy", append(fields, zap.Duration("latency", n.latency))...)
+	s.failOpen = open
+	if open {
+		s.log.Error("no upstream passes its checks: failing open. Established connections are kept and new ones " +
+			"go to any upstream that accepts them, until one passes again.")
 	} else {
-		s.log.Warn("upstream unhealthy", append(fields, zap.Error(n.lastErr))...)
+		s.log.Info("an upstream passes its checks again: fail-open ended")
 	}
+}
+
+// FailOpen reports whether no upstream passes its checks, so that new
+// connections go to any upstream that accepts them.
+func (s *Set) FailOpen() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+
+	return s.failOpen
 }
 
 func tierOf(bounds []time.Duration, latency time.Duration) int {

@@ -35,10 +35,17 @@ type Node struct {
 	changed   time.Time
 	drain     clock.Timer // set while draining: listed no more
 	revived   bool        // listed again while draining, by the last Reconcile
+
+	// The check schedule (see Due).
+	due       time.Time     // when the next check is due
+	checking  bool          // handed out by Due, not yet recorded
+	lastCheck time.Time     // when the last check was recorded
+	backoff   time.Duration // the current retry delay while failing
+	reset     bool          // its clients were reset since it last passed
 }
 
 func newNode(addr string, now time.Time) *Node {
-	n := &Node{addr: addr, healthy: true, changed: now}
+	n := &Node{addr: addr, healthy: true, changed: now, due: now}
 	if ap, err := netip.ParseAddrPort(addr); err == nil {
 		n.dialAddr.Store(&ap)
 	}

@@ -2,6 +2,7 @@ package upstream
 
 import (
 	"errors"
+	"math/rand/v2"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -39,6 +40,11 @@ type Rules struct {
 	// Tiers are the check-latency bounds of the latency tiers; nil means
 	// DefaultTiers, an empty slice one tier for all.
 	Tiers []time.Duration
+	// Interval is how often a usable upstream is checked. Retry is how
+	// soon one that failed, or that the data path saw fail, is checked
+	// again (doubling up to Interval), and the least time between two
+	// checks of an upstream. Zero Retry means Interval.
+	Interval, Retry time.Duration
 }
 
 // DefaultTiers: an upstream that answers checks an order of magnitude
@@ -66,6 +72,8 @@ type Options struct {
 	Clock  clock.WithDelayedExecution // nil means the real clock
 	Logger *zap.Logger
 	Rules  Rules
+	// Rand returns a number in [0, 1) for the jitter; nil means math/rand.
+	Rand func() float64
 }
 
 // Set is the upstream model.
@@ -74,11 +82,14 @@ type Set struct {
 	log    *zap.Logger
 	rules  atomic.Pointer[Rules]
 	closer atomic.Pointer[Closer]
+	rand   func() float64
+	wake   chan struct{}
 
 	mu       sync.Mutex
 	nodes    []*Node          // in configuration order
 	draining map[string]*Node // listed no more, until their drain ends
 	cursor   int              // of the last pick, for round-robin ties
+	failOpen bool             // no upstream is usable
 }
 
 // New makes a Set of endpoints, which may not be empty.
@@ -95,7 +106,11 @@ func New(opts Options, endpoints []Endpoint) (*Set, error) {
 		opts.Logger = zap.NewNop()
 	}
 
-	s := &Set{clk: opts.Clock, log: opts.Logger, cursor: -1, draining: map[string]*Node{}}
+	if opts.Rand == nil {
+		opts.Rand = rand.Float64
+	}
+
+	s := &Set{clk: opts.Clock, log: opts.Logger, rand: opts.Rand, wake: make(chan struct{}, 1), cursor: -1, draining: map[string]*Node{}}
 	s.SetRules(opts.Rules)
 	s.nodes = s.reuse(endpoints)
 
@@ -106,6 +121,10 @@ func New(opts Options, endpoints []Endpoint) (*Set, error) {
 func (s *Set) SetRules(r Rules) {
 	if r.Tiers == nil {
 		r.Tiers = DefaultTiers
+	}
+
+	if r.Retry <= 0 || r.Retry > r.Interval {
+		r.Retry = r.Interval
 	}
 
 	s.rules.Store(&r)
@@ -145,6 +164,7 @@ func (s *Set) Reconcile(endpoints []Endpoint) error {
 	old := s.nodes
 	s.nodes = s.reuse(endpoints)
 	nodes := slices.Clone(s.nodes)
+	s.updateFailOpen()
 	s.mu.Unlock()
 
 	for _, n := range nodes {
@@ -155,6 +175,7 @@ func (s *Set) Reconcile(endpoints []Endpoint) error {
 				zap.String("upstream", n.addr), zap.Int64("active_connections", n.Active()))
 		default:
 			s.log.Info("upstream added", zap.String("upstream", n.addr), zap.Strings("sources", n.sources))
+			s.poke() // due at once
 		}
 	}
 

@@ -559,3 +559,50 @@ func TestSlowLorisDoesNotStarveOthers(t *testing.T) {
 		t.Fatalf("with 500 slow clients, a normal one got %q", got)
 	}
 }
+
+// allDown fails every check when told, as every /readyz does while etcd
+// stalls, or when the CA the checks trust was rotated.
+type allDown struct{ down atomic.Bool }
+
+func (d *allDown) Check(context.Context, string) error {
+	if d.down.Load() {
+		return errors.New("HTTP 500")
+	}
+
+	return nil
+}
+
+// When every upstream fails its checks at once, the proxy fails open:
+// established connections stay and new ones go to upstreams that accept.
+func TestFailOpenWhenAllFailTogether(t *testing.T) {
+	t.Parallel()
+
+	a, bs := startServer(t, "a"), startServer(t, "b")
+	check := &allDown{}
+	s := setup{HealthInterval: 10 * time.Millisecond, HealthTimeout: time.Second, DialTimeout: time.Second,
+		Check: check, Fall: 1, Rise: 1, ResetOnFailure: true, DrainTimeout: time.Hour}
+	b := startOn(t, listen(t), s, true, a.addr(), bs.addr())
+
+	held, _ := greeted(t, b)
+
+	check.down.Store(true)
+	waitFor(t, "several failed checks of both", func() bool {
+		return statusOf(b, a.addr()).Score <= -3 && statusOf(b, bs.addr()).Score <= -3
+	})
+
+	if !b.set.FailOpen() || b.Ready() {
+		t.Fatalf("fail-open %v, ready %v: want fail-open and not ready", b.set.FailOpen(), b.Ready())
+	}
+
+	if err := held.roundTrip("still there"); err != nil {
+		t.Fatalf("an established connection was cut while failing open: %v", err)
+	}
+
+	if name := servedBy(t, b); name != "a" && name != "b" {
+		t.Fatalf("a new connection while failing open was served by %q", name)
+	}
+
+	if n := b.Stats().ClosedFailed; n != 0 {
+		t.Fatalf("closed %d connections with no healthy upstream to send them to", n)
+	}
+}

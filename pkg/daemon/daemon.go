@@ -342,6 +342,7 @@ func (d *Daemon) Status() status.Document {
 		Listen:    d.lb.Addr().String(),
 		StartedAt: d.started,
 		Discovery: d.discoveryState(),
+		FailOpen:  d.ups.FailOpen(),
 		Upstreams: d.ups.Status(),
 	}
 }
@@ -368,6 +369,7 @@ func (d *Daemon) metrics() metrics.Snapshot {
 
 	snap.Balancer = d.lb.Stats()
 	snap.Upstreams = d.ups.Status()
+	snap.FailOpen = d.ups.FailOpen()
 
 	if d.watcher != nil {
 		s := d.watcher.State()

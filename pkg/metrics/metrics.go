@@ -22,6 +22,7 @@ import (
 type Snapshot struct {
 	Balancer  balancer.Stats
 	Upstreams []upstream.Status
+	FailOpen  bool
 	Discovery Discovery
 	Reloads   Reloads
 }
@@ -61,6 +62,7 @@ var (
 	upChanged    = desc("upstream_last_change_timestamp_seconds", "When the upstream last changed between usable and not.", "upstream")
 	upInfo       = desc("upstream_info", "Where the upstream comes from: static, discovery, cache.", "upstream", "sources")
 
+	failOpen     = desc("fail_open", "1 while no upstream passes its checks and connections go to any that accepts them.")
 	accepted     = desc("connections_accepted_total", "Client connections accepted.")
 	rejected     = desc("connections_rejected_total", "Client connections closed because no upstream could take them.")
 	closed       = desc("connections_closed_total", "Client connections closed by the proxy, by reason.", "reason")
@@ -89,7 +91,7 @@ type collector struct {
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		upHealthy, upScore, upTier, upLatency, upActive, upConns, upDialErrors, upSent, upReceived, upChanged, upInfo,
-		accepted, rejected, closed, retries, races, replays, dialDuration, discState, discEvents, discLists, discErrors, discLastSync, cacheAge, reloads, buildInfo,
+		failOpen, accepted, rejected, closed, retries, races, replays, dialDuration, discState, discEvents, discLists, discErrors, discLastSync, cacheAge, reloads, buildInfo,
 	} {
 		ch <- d
 	}
@@ -121,6 +123,8 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(upChanged, unix(u.LastChange), u.Address)
 		gauge(upInfo, 1, u.Address, strings.Join(u.Sources, ","))
 	}
+
+	gauge(failOpen, boolf(s.FailOpen))
 
 	b := s.Balancer
 	counter(accepted, b.Accepted)

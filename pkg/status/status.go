@@ -17,11 +17,14 @@ import (
 
 // Document is what /status serves.
 type Document struct {
-	Version   string            `json:"version"`
-	Ready     bool              `json:"ready"`
-	Listen    string            `json:"listen"`
-	StartedAt time.Time         `json:"started_at"`
-	Discovery string            `json:"discovery"`
+	Version   string    `json:"version"`
+	Ready     bool      `json:"ready"`
+	Listen    string    `json:"listen"`
+	StartedAt time.Time `json:"started_at"`
+	Discovery string    `json:"discovery"`
+	// FailOpen: no upstream passes its checks, so new connections go to
+	// any that accepts them and none is reset.
+	FailOpen  bool              `json:"fail_open"`
 	Upstreams []upstream.Status `json:"upstreams"`
 }
 
@@ -35,7 +38,12 @@ func (d Document) Summary() string {
 		}
 	}
 
-	return fmt.Sprintf("%d/%d upstreams healthy; discovery: %s", healthy, len(d.Upstreams), d.Discovery)
+	s := fmt.Sprintf("%d/%d upstreams healthy; discovery: %s", healthy, len(d.Upstreams), d.Discovery)
+	if d.FailOpen {
+		s += "; FAILING OPEN: no upstream passes its checks, connections go to any that accepts"
+	}
+
+	return s
 }
 
 // Fetch reads the document from a health server base URL.

@@ -33,7 +33,8 @@ func newModel(t *testing.T, r Rules, addrs ...string) *model {
 
 	m := &model{clk: clocktesting.NewFakeClock(time.Unix(1e9, 0))}
 
-	set, err := New(Options{Clock: m.clk, Logger: zaptest.NewLogger(t), Rules: r}, endpoints(addrs...))
+	// No jitter: Rand 0.5 is a factor of exactly 1.
+	set, err := New(Options{Clock: m.clk, Logger: zaptest.NewLogger(t), Rules: r, Rand: func() float64 { return 0.5 }}, endpoints(addrs...))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -40,9 +40,17 @@ type HTTPSCheck struct {
 }
 
 // NewHTTPSCheck checks with tlsConfig (its ServerName and RootCAs decide
-// what is trusted). Every check uses a new connection, so a hung server
-// cannot hide behind a pooled one.
+// what is trusted). Every check uses a new connection and resumes the TLS
+// session of the last one: a full handshake cost the API server 1,880 µs
+// of CPU per check, a resumed one 1,050 µs (docs/fleet.md). A kept-alive
+// connection is cheaper per request (650-730 µs) but the API server closes
+// it after 90 s idle, and checks are rarer than that.
 func NewHTTPSCheck(tlsConfig *tls.Config, path string) *HTTPSCheck {
+	tlsConfig = tlsConfig.Clone()
+	if tlsConfig.ClientSessionCache == nil {
+		tlsConfig.ClientSessionCache = tls.NewLRUClientSessionCache(0)
+	}
+
 	return &HTTPSCheck{
 		path: path,
 		client: &http.Client{

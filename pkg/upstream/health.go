@@ -49,10 +49,9 @@ func (s *Set) failed(n *Node, err error, rules *Rules) {
 		n.healthy = false
 	}
 
-	// Check harder while it fails: retry soon, then back off to the
-	// interval, so a fleet that sees the same failure does not hammer a
-	// recovering API server.
-	n.backoff = min(max(2*n.backoff, rules.Retry), rules.Interval)
+	// Check harder while it fails: retry soon, then back off, so a fleet
+	// that sees the same failure does not hammer a recovering API server.
+	n.backoff = min(max(2*n.backoff, rules.Retry), rules.RetryMax)
 	s.schedule(n, n.backoff)
 }
 

@@ -5,7 +5,7 @@ import "time"
 // The check schedule is the model's: when each upstream is checked next
 // follows from what is known of it. A usable upstream is checked every
 // Interval (±jitter); one that fails is retried after Retry, backing off
-// to the Interval; evidence from the data path has it checked at once, but
+// to RetryMax; evidence from the data path has it checked at once, but
 // never more often than every Retry, so no client can turn the proxy into
 // a load generator. The prober (package check) asks Due and runs the
 // checks.

@@ -21,7 +21,7 @@ func dueNow(m *model) []string {
 func TestCheckSchedule(t *testing.T) {
 	t.Parallel()
 
-	m := newModel(t, Rules{Fall: 1, Rise: 2, Interval: time.Minute, Retry: time.Second}, a, b)
+	m := newModel(t, Rules{Fall: 1, Rise: 2, Interval: 2 * time.Minute, Retry: time.Second, RetryMax: time.Minute}, a, b)
 	na := m.node(t, a)
 
 	if got := dueNow(m); !slices.Equal(got, []string{a, b}) {
@@ -36,7 +36,7 @@ func TestCheckSchedule(t *testing.T) {
 	m.Record(m.node(t, b), Result{})
 
 	// Well: every interval.
-	m.clk.Step(time.Minute - time.Millisecond)
+	m.clk.Step(2*time.Minute - time.Millisecond)
 
 	if got := dueNow(m); len(got) != 0 {
 		t.Fatalf("due %v before the interval", got)
@@ -54,7 +54,7 @@ func TestCheckSchedule(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// Failing: retried after 1 s, then 2 s, 4 s ... up to the interval.
+	// Failing: retried after 1 s, then 2 s, 4 s ... up to RetryMax.
 	for _, wait := range []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 16 * time.Second, 32 * time.Second, time.Minute, time.Minute} {
 		m.Record(na, Result{Err: errCheck})
 		m.clk.Step(wait - time.Millisecond)

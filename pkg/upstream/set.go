@@ -42,9 +42,10 @@ type Rules struct {
 	Tiers []time.Duration
 	// Interval is how often a usable upstream is checked. Retry is how
 	// soon one that failed, or that the data path saw fail, is checked
-	// again (doubling up to Interval), and the least time between two
-	// checks of an upstream. Zero Retry means Interval.
-	Interval, Retry time.Duration
+	// again, doubling up to RetryMax, and the least time between two
+	// checks of an upstream. Zero Retry or RetryMax, or more than
+	// Interval, means Interval.
+	Interval, Retry, RetryMax time.Duration
 }
 
 // DefaultTiers: an upstream that answers checks an order of magnitude
@@ -123,8 +124,12 @@ func (s *Set) SetRules(r Rules) {
 		r.Tiers = DefaultTiers
 	}
 
-	if r.Retry <= 0 || r.Retry > r.Interval {
-		r.Retry = r.Interval
+	if r.RetryMax <= 0 || r.RetryMax > r.Interval {
+		r.RetryMax = r.Interval
+	}
+
+	if r.Retry <= 0 || r.Retry > r.RetryMax {
+		r.Retry = r.RetryMax
 	}
 
 	s.rules.Store(&r)

@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -92,6 +93,11 @@ type Balancer struct {
 
 	stats counters
 	noise struct{ dialFailed, rejected, replayed noisy }
+	// connect starts a dial; tests inject failures here.
+	connect func(netip.AddrPort, []sockopt) (int, error)
+	// stallAfter is how long a loop may handle one batch of events before
+	// Alive calls it wedged: a batch takes microseconds to milliseconds.
+	stallAfter time.Duration
 
 	// ctx ends on Shutdown: pending dials give up and background work
 	// (bg) finishes before Shutdown returns.
@@ -119,7 +125,7 @@ func New(opts Options) (*Balancer, error) {
 		opts.Loops = runtime.GOMAXPROCS(0)
 	}
 
-	b := &Balancer{log: opts.Logger, acc: acc, ups: opts.Upstreams, idle: make(chan struct{})}
+	b := &Balancer{log: opts.Logger, acc: acc, ups: opts.Upstreams, idle: make(chan struct{}), connect: connectRaw, stallAfter: stallAfter}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	b.store(opts.Settings)
 
@@ -242,6 +248,10 @@ func (b *Balancer) Apply(s Settings) {
 	}
 }
 
+// stallAfter: see Balancer.stallAfter. The watchdog (WatchdogSec) then
+// restarts the service.
+const stallAfter = 5 * time.Second
+
 // ErrStalled means one of the balancer's own loops stopped making progress.
 var ErrStalled = errors.New("stalled")
 
@@ -258,6 +268,10 @@ func (b *Balancer) Alive() error {
 	for _, l := range b.loops {
 		if l.failed.Load() {
 			return fmt.Errorf("relay loop: %w", ErrStalled)
+		}
+
+		if busy := l.busy.Load(); busy != 0 && time.Since(time.Unix(0, busy)) > b.stallAfter {
+			return fmt.Errorf("relay loop busy for %s: %w", time.Since(time.Unix(0, busy)).Round(time.Millisecond), ErrStalled)
 		}
 	}
 

@@ -60,7 +60,7 @@ func (s *session) dialNext() bool {
 
 		start := time.Now()
 
-		fd, err := connectRaw(*ap, opts)
+		fd, err := s.b.connect(*ap, opts)
 		if localShortage(err) {
 			// The process is out of descriptors or memory, not the
 			// upstream: try again shortly, within the dial timeout.
@@ -152,7 +152,8 @@ func (s *session) starve(err error) bool {
 	}
 
 	s.starved = true
-	s.l.wakeAt(s, time.Now().Add(starvedRetry))
+	s.retryAt = time.Now().Add(starvedRetry)
+	s.l.wakeAt(s, s.retryAt)
 
 	return true
 }
@@ -179,7 +180,15 @@ func (s *session) schedule() {
 	st := s.b.settings.Load()
 
 	next := s.dials[0].start.Add(st.DialTimeout)
-	if race := s.lastDial.Add(st.DialHeadStart); st.DialHeadStart > 0 && !s.exhausted && race.Before(next) {
+
+	// The next race is after the head start of the last dial, and after
+	// the wait of a race that found no descriptor.
+	race := s.lastDial.Add(st.DialHeadStart)
+	if race.Before(s.retryAt) {
+		race = s.retryAt
+	}
+
+	if st.DialHeadStart > 0 && !s.exhausted && race.Before(next) {
 		next = race
 	}
 
@@ -225,7 +234,7 @@ func (s *session) tick(now time.Time) {
 		}
 
 		s.b.stats.retried.Add(1)
-	case st.DialHeadStart > 0 && now.Sub(s.lastDial) >= st.DialHeadStart:
+	case st.DialHeadStart > 0 && now.Sub(s.lastDial) >= st.DialHeadStart && !now.Before(s.retryAt):
 		if s.dialNext() {
 			s.b.stats.raced.Add(1)
 		}

@@ -41,9 +41,13 @@ type loop struct {
 	pipes    []pipe     // empty pipes, ready for the next splice
 	buf      []byte     // scratch for reads that must be copied
 	wakes    wakes      // session deadlines
+	firing   time.Time  // the now of the deadlines fireWakes is running
 	young    youngList  // sessions whose late socket options are not set yet
 	stopped  bool
 	failed   atomic.Bool // run ended on an error: Alive reports it
+	// busy is when the loop last left epoll_wait (unix nanoseconds), 0
+	// while it waits there: a loop busy for long is wedged (Alive).
+	busy atomic.Int64
 }
 
 // reg is one registered descriptor. gen changes whenever the slot is
@@ -131,7 +135,10 @@ func (l *loop) run() {
 	yielded := time.Now()
 
 	for {
+		l.busy.Store(0)
 		n, err := unix.EpollWait(l.epfd, events, timeout)
+		l.busy.Store(time.Now().UnixNano())
+
 		if err != nil && !errors.Is(err, unix.EINTR) {
 			l.b.log.Error("epoll_wait failed; relay loop ends", zap.Error(err))
 			l.failed.Store(true)

@@ -56,6 +56,7 @@ type session struct {
 	lastDial  time.Time
 	wakeSeq   uint32         // of the current deadline in l.wakes
 	starved   bool           // waiting for a descriptor to dial with
+	retryAt   time.Time      // no dial before: the last one found no descriptor
 	exhausted bool           // every upstream was tried: nothing left to race
 	moved     *upstream.Node // the upstream that ended before answering
 	movedOnce bool           // a weak reason moved it already: never again

@@ -5,10 +5,12 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"strconv"
 	"strings"
@@ -16,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/lexfrei/extractedprism/pkg/check"
 )
@@ -605,4 +609,80 @@ func TestFailOpenWhenAllFailTogether(t *testing.T) {
 	if n := b.Stats().ClosedFailed; n != 0 {
 		t.Fatalf("closed %d connections with no healthy upstream to send them to", n)
 	}
+}
+
+// A racing dial that finds no free descriptor waits and retries; it used
+// to schedule its retry in the past, and the loop ran the same deadline
+// forever, holding its lock: every session on it froze and Shutdown hung.
+func TestStarvedRacingDialRetries(t *testing.T) {
+	t.Parallel()
+
+	s := quiet
+	s.HealthTimeout = time.Minute
+	s.DialTimeout = 5 * time.Second
+	s.DialHeadStart = 20 * time.Millisecond
+
+	live := startServer(t, "b")
+	r := build(t, Options{Listener: listen(t), Loops: 1}, s, blackhole(t), live.addr())
+
+	// The first dial (to the blackhole) goes through; for 100 ms after
+	// that every dial finds no descriptor.
+	var (
+		calls   atomic.Int32
+		starved atomic.Int64
+	)
+
+	r.connect = func(ap netip.AddrPort, opts []sockopt) (int, error) {
+		if calls.Add(1) == 1 {
+			starved.Store(time.Now().Add(100 * time.Millisecond).UnixNano())
+		} else if time.Now().UnixNano() < starved.Load() {
+			return -1, fmt.Errorf("dial %s: socket: %w", ap, unix.EMFILE)
+		}
+
+		return connectRaw(ap, opts)
+	}
+
+	serve(t, r, false)
+
+	if got := servedBy(t, r); got != "b" {
+		t.Fatalf("served by %q", got)
+	}
+
+	// One retry per 20 ms while starved, not a spin.
+	if n := calls.Load(); n > 10 {
+		t.Fatalf("%d connects in about 100 ms of descriptor shortage: the loop spun", n)
+	}
+}
+
+// A loop that stops coming back to epoll_wait is wedged: Alive (and so
+// /healthz and WATCHDOG=1) says so, and says so no more once it moves.
+func TestWedgedLoopIsNotAlive(t *testing.T) {
+	t.Parallel()
+
+	r := build(t, Options{Listener: listen(t), Loops: 1}, quiet, startServer(t, "a").addr())
+	r.stallAfter = 50 * time.Millisecond
+	serve(t, r, true)
+
+	l := r.loops[0]
+	l.mu.Lock()
+
+	locked := true
+	defer func() {
+		if locked { // a failed wait must not leave Shutdown blocked
+			l.mu.Unlock()
+		}
+	}()
+
+	// A connection wakes the loop, which then waits for its lock.
+	c, err := net.Dial("tcp", r.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+
+	waitFor(t, "Alive to call the loop wedged", func() bool { return errors.Is(r.Balancer.Alive(), ErrStalled) })
+	l.mu.Unlock()
+	locked = false
+
+	waitFor(t, "the loop to move again", func() bool { return r.Balancer.Alive() == nil })
 }

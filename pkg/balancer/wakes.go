@@ -35,8 +35,15 @@ func (w *wakes) Pop() any {
 	return x
 }
 
-// wakeAt makes at the only deadline of s; l.mu is held.
+// wakeAt makes at the only deadline of s; l.mu is held. A deadline set
+// while fireWakes runs the ones due at now is never at or before now:
+// fireWakes would run it again with the same now, forever, holding the
+// loop's lock (a starved dial once did).
 func (l *loop) wakeAt(s *session, at time.Time) {
+	if !at.After(l.firing) {
+		at = l.firing.Add(time.Millisecond)
+	}
+
 	s.wakeSeq++
 	heap.Push(&l.wakes, wake{at: at, s: s, seq: s.wakeSeq})
 }
@@ -47,6 +54,9 @@ func (s *session) noWake() { s.wakeSeq++ }
 // fireWakes runs the deadlines that have passed and returns the epoll_wait
 // timeout until the next one: -1 for none; l.mu is held.
 func (l *loop) fireWakes(now time.Time) int {
+	l.firing = now
+	defer func() { l.firing = time.Time{} }()
+
 	for len(l.wakes) > 0 {
 		w := l.wakes[0]
 

@@ -33,14 +33,14 @@ func (b *Balancer) sessionEnded() {
 	}
 }
 
-// dialFailed tells the model of a failed dial.
-func (b *Balancer) dialFailed(n *upstream.Node, err error) {
-	b.report(n, dialEvidence(err), err)
+// dialFailed tells the model of a failed dial; l.mu is held.
+func (l *loop) dialFailed(n *upstream.Node, err error) {
+	l.dialLost(n, dialEvidence(err), err)
 }
 
-func (b *Balancer) report(n *upstream.Node, e upstream.Evidence, err error) {
-	b.ups.Report(n, e, err)
-	b.noise.dialFailed.log(b.log, zap.WarnLevel, "dial failed; trying the next upstream", zap.String("upstream", n.Addr()), zap.Error(err))
+func (l *loop) dialLost(n *upstream.Node, e upstream.Evidence, err error) {
+	l.report(n, e, err)
+	l.b.noise.dialFailed.note(l, zap.WarnLevel, "dial failed; trying the next upstream", zap.String("upstream", n.Addr()), zap.Error(err))
 }
 
 // closeUpstream is the model's Closer: it closes the connections to n and

@@ -53,7 +53,7 @@ func (s *session) dialNext() bool {
 
 		ap := n.DialAddr()
 		if ap == nil {
-			s.b.dialFailed(n, errNotResolved)
+			s.l.dialFailed(n, errNotResolved)
 
 			continue
 		}
@@ -71,7 +71,7 @@ func (s *session) dialNext() bool {
 
 		if err != nil {
 			s.b.stats.dials.observe(time.Since(start))
-			s.b.dialFailed(n, err)
+			s.l.dialFailed(n, err)
 
 			continue
 		}
@@ -82,7 +82,7 @@ func (s *session) dialNext() bool {
 		if err != nil {
 			_ = unix.Close(fd)
 			s.b.stats.dials.observe(time.Since(start))
-			s.b.dialFailed(n, err)
+			s.l.dialFailed(n, err)
 
 			continue
 		}
@@ -95,7 +95,7 @@ func (s *session) dialNext() bool {
 		d.slot, err = s.l.register(fd, s, r, d, ev)
 		if err != nil {
 			_ = unix.Close(fd)
-			s.b.dialFailed(n, err)
+			s.l.dialFailed(n, err)
 
 			continue
 		}
@@ -148,7 +148,7 @@ func (s *session) starve(err error) bool {
 	}
 
 	if !s.starved {
-		s.b.log.Warn("no descriptor to dial an upstream with; retrying", zap.Error(err))
+		s.l.note(zap.WarnLevel, "no descriptor to dial an upstream with; retrying", zap.Error(err))
 	}
 
 	s.starved = true
@@ -272,7 +272,7 @@ func (s *session) dialEvent(d *dialing, events uint32) {
 // dropDial ends a connect that failed.
 func (s *session) dropDial(d *dialing, err error) {
 	s.b.stats.dials.observe(time.Since(d.start))
-	s.b.dialFailed(d.n, err)
+	s.l.dialFailed(d.n, err)
 
 	for i, x := range s.dials {
 		if x == d {
@@ -306,7 +306,7 @@ func (s *session) won(d *dialing, events uint32, sent int) {
 		s.l.closeSlot(other.slot)
 
 		if headStart > 0 && now.Sub(other.start) >= headStart {
-			s.b.report(other.n, upstream.LostRace, fmt.Errorf("dial %s: %w", other.ap, errLostRace))
+			s.l.dialLost(other.n, upstream.LostRace, fmt.Errorf("dial %s: %w", other.ap, errLostRace))
 		}
 	}
 
@@ -332,10 +332,10 @@ func (s *session) won(d *dialing, events uint32, sent int) {
 	if from := s.moved; from != nil {
 		s.moved = nil
 		s.b.stats.replayed.Add(1)
-		s.b.noise.replayed.log(s.b.log, zap.InfoLevel, "upstream ended or did not answer before its first byte; replayed the client's first bytes to the next one",
+		s.b.noise.replayed.note(s.l, zap.InfoLevel, "upstream ended or did not answer before its first byte; replayed the client's first bytes to the next one",
 			zap.String("from", from.Addr()), zap.String("to", d.n.Addr()))
-	} else if ce := s.b.log.Check(zap.DebugLevel, "proxying"); ce != nil {
-		ce.Write(zap.String("upstream", d.n.Addr()))
+	} else {
+		s.l.note(zap.DebugLevel, "proxying", zap.String("upstream", d.n.Addr()))
 	}
 
 	s.progress()
@@ -344,6 +344,6 @@ func (s *session) won(d *dialing, events uint32, sent int) {
 // noUpstream closes a client that no upstream could take.
 func (s *session) noUpstream(err error) {
 	s.b.stats.rejected.Add(1)
-	s.b.noise.rejected.log(s.b.log, zap.WarnLevel, "closing client: no upstream could take it", zap.Error(errors.Join(ErrNoUpstreams, err)))
+	s.b.noise.rejected.note(s.l, zap.WarnLevel, "closing client: no upstream could take it", zap.Error(errors.Join(ErrNoUpstreams, err)))
 	s.finish()
 }

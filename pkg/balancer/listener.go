@@ -144,7 +144,7 @@ func (l *loop) acceptSome() {
 		switch {
 		case err == nil:
 			if a.recovering.Load() {
-				a.recovered()
+				a.recovered(l)
 			}
 
 			l.admit(fd)
@@ -153,30 +153,33 @@ func (l *loop) acceptSome() {
 		case errors.Is(err, unix.EINTR):
 			continue
 		case transientAcceptError(err):
-			a.pause(err)
+			a.pause(l, err)
 
 			return
 		default:
-			a.fail(err)
+			if a.fail(err) {
+				l.note(zap.ErrorLevel, "accept loop ended; the proxy is no longer serving", zap.Error(err))
+			}
 
 			return
 		}
 	}
 }
 
-func (a *acceptor) recovered() {
+// recovered notes that accepting works again; l.mu is held.
+func (a *acceptor) recovered(l *loop) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 
 	if a.recovering.Swap(false) {
 		a.backoff = 0
-		a.log.Info("accepting connections again")
+		l.note(zap.InfoLevel, "accepting connections again")
 	}
 }
 
 // pause takes the listener out of the loops for a backoff that doubles
 // while errors go on.
-func (a *acceptor) pause(err error) {
+func (a *acceptor) pause(l *loop, err error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 
@@ -187,28 +190,36 @@ func (a *acceptor) pause(err error) {
 	a.disarm()
 	a.recovering.Store(true)
 	a.backoff = min(max(2*a.backoff, minAcceptBackoff), maxAcceptBackoff)
-	a.log.Warn("accept failed; retrying", zap.Error(err), zap.Duration("backoff", a.backoff))
+	l.note(zap.WarnLevel, "accept failed; retrying", zap.Error(err), zap.Duration("backoff", a.backoff))
 
 	a.timer = time.AfterFunc(a.backoff, func() {
 		a.mu.Lock()
-		defer a.mu.Unlock()
 
-		if a.ended || a.armed {
-			return
+		var err error
+		if !a.ended && !a.armed {
+			if err = a.arm(); err != nil {
+				a.end(err)
+			}
 		}
 
-		if err := a.arm(); err != nil {
-			a.end(err)
+		a.mu.Unlock()
+
+		if err != nil {
+			a.log.Error("accept loop ended; the proxy is no longer serving", zap.Error(err))
 		}
 	})
 }
 
-// fail ends accepting after an error the listener does not recover from.
-func (a *acceptor) fail(err error) {
+// fail ends accepting after an error the listener does not recover from,
+// and reports whether it was still going.
+func (a *acceptor) fail(err error) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 
+	was := !a.ended
 	a.end(err)
+
+	return was
 }
 
 // end stops accepting; a.mu is held. err is nil for a close.
@@ -225,7 +236,6 @@ func (a *acceptor) end(err error) {
 
 	if err != nil {
 		a.err = fmt.Errorf("%w: %s: %w", ErrListenerFailed, a.addr, err)
-		a.log.Error("accept loop ended; the proxy is no longer serving", zap.Error(err))
 	}
 
 	a.ended = true

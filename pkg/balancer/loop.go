@@ -9,7 +9,10 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"golang.org/x/sys/unix"
+
+	"github.com/lexfrei/extractedprism/pkg/upstream"
 )
 
 // loop is one relay event loop: an edge-triggered epoll set over the
@@ -48,6 +51,57 @@ type loop struct {
 	// busy is when the loop last left epoll_wait (unix nanoseconds), 0
 	// while it waits there: a loop busy for long is wedged (Alive).
 	busy atomic.Int64
+
+	// Made once mu is let go: a log line can block on a slow journal, and
+	// the model takes its own lock.
+	notes    []note
+	evidence []evidence
+}
+
+// note is a log line the loop writes after letting go of its lock.
+type note struct {
+	lvl    zapcore.Level
+	msg    string
+	fields []zap.Field
+}
+
+// evidence is a report to the model the loop makes after letting go of
+// its lock.
+type evidence struct {
+	n   *upstream.Node
+	e   upstream.Evidence
+	err error
+}
+
+// note queues a log line; l.mu is held.
+func (l *loop) note(lvl zapcore.Level, msg string, fields ...zap.Field) {
+	if l.b.log.Core().Enabled(lvl) {
+		l.notes = append(l.notes, note{lvl, msg, fields})
+	}
+}
+
+// report queues evidence for the model; l.mu is held.
+func (l *loop) report(n *upstream.Node, e upstream.Evidence, err error) {
+	l.evidence = append(l.evidence, evidence{n, e, err})
+}
+
+// unlock lets go of l.mu, then makes the queued reports and writes the
+// queued lines.
+func (l *loop) unlock() {
+	ev, notes := l.evidence, l.notes
+	if len(ev) > 0 || len(notes) > 0 {
+		l.evidence, l.notes = nil, nil
+	}
+
+	l.mu.Unlock()
+
+	for _, e := range ev {
+		l.b.ups.Report(e.n, e.e, e.err)
+	}
+
+	for _, n := range notes {
+		l.b.log.Log(n.lvl, n.msg, n.fields...)
+	}
 }
 
 // reg is one registered descriptor. gen changes whenever the slot is
@@ -171,7 +225,7 @@ func (l *loop) run() {
 		if len(l.ready) > 0 {
 			timeout = 0
 		}
-		l.mu.Unlock()
+		l.unlock()
 
 		if now.Sub(yielded) > yieldEvery {
 			yielded = now

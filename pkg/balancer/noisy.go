@@ -20,8 +20,8 @@ type noisy struct {
 	dropped atomic.Uint64
 }
 
-// log writes the line unless one was written within noisyEvery.
-func (q *noisy) log(log *zap.Logger, lvl zapcore.Level, msg string, fields ...zap.Field) {
+// note has l write the line unless one was written within noisyEvery.
+func (q *noisy) note(l *loop, lvl zapcore.Level, msg string, fields ...zap.Field) {
 	now := time.Now().UnixNano()
 
 	next := q.next.Load()
@@ -35,5 +35,5 @@ func (q *noisy) log(log *zap.Logger, lvl zapcore.Level, msg string, fields ...za
 		fields = append(fields, zap.Uint64("similar_lines_left_out", n))
 	}
 
-	log.Log(lvl, msg, fields...)
+	l.note(lvl, msg, fields...)
 }

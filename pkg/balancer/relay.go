@@ -130,7 +130,7 @@ func (l *loop) start(fd int) {
 	if err := s.clientToUpstream(); err != nil {
 		_ = unix.Close(fd)
 		l.b.sessionEnded()
-		l.b.log.Debug("client connection ended before an upstream was dialed", zap.Error(err))
+		l.note(zap.DebugLevel, "client connection ended before an upstream was dialed", zap.Error(err))
 
 		return
 	}
@@ -140,7 +140,7 @@ func (l *loop) start(fd int) {
 		_ = unix.Close(fd)
 		l.b.stats.rejected.Add(1)
 		l.b.sessionEnded()
-		l.b.log.Warn("closing client", zap.Error(err))
+		l.note(zap.WarnLevel, "closing client", zap.Error(err))
 
 		return
 	}
@@ -191,7 +191,9 @@ func (s *session) progress() {
 	if !s.heard && s.answered() {
 		s.heard = true
 		s.noWake()
-		s.b.ups.Report(s.n, upstream.Answered, nil)
+		if !s.n.Usable() { // a sign of return
+			s.l.report(s.n, upstream.Answered, nil)
+		}
 	}
 
 	if err != nil {
@@ -320,7 +322,7 @@ func (s *session) moveOn(cause error) error {
 	// up on in the end too.
 	if s.sent > 0 || time.Since(s.linkedAt) > unaskedWithin {
 		if s.movedOnce {
-			s.b.ups.Report(failed, upstream.EndedBeforeAnswer, cause)
+			s.l.report(failed, upstream.EndedBeforeAnswer, cause)
 
 			return cause
 		}
@@ -328,7 +330,7 @@ func (s *session) moveOn(cause error) error {
 		ev, s.movedOnce = upstream.EndedBeforeAnswer, true
 	}
 
-	s.b.ups.Report(failed, ev, cause)
+	s.l.report(failed, ev, cause)
 	s.unlink()
 	s.moved = failed
 	s.c2u.shut = false
@@ -352,7 +354,7 @@ func (s *session) answerDue() {
 	s.heard = true // reported once
 
 	if !s.replay || s.movedOnce {
-		s.b.ups.Report(s.n, upstream.NoAnswer, errNoAnswer)
+		s.l.report(s.n, upstream.NoAnswer, errNoAnswer)
 
 		return
 	}
@@ -589,9 +591,7 @@ func (s *session) shut(d *dir, dst *side) error {
 
 // fail ends the session after an error on either side.
 func (s *session) fail(err error) {
-	if ce := s.b.log.Check(zap.DebugLevel, "connection ended with an error"); ce != nil {
-		ce.Write(zap.Error(err))
-	}
+	s.l.note(zap.DebugLevel, "connection ended with an error", zap.Error(err))
 
 	s.finish()
 }

@@ -19,9 +19,13 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 	"golang.org/x/sys/unix"
 
 	"github.com/lexfrei/extractedprism/pkg/check"
+	"github.com/lexfrei/extractedprism/pkg/upstream"
 )
 
 // replier is a client-first upstream: it reads a line and answers
@@ -685,4 +689,75 @@ func TestWedgedLoopIsNotAlive(t *testing.T) {
 	locked = false
 
 	waitFor(t, "the loop to move again", func() bool { return r.Balancer.Alive() == nil })
+}
+
+// Every upstream refusing: lines any client can cause are written at most
+// once a second each, the metrics count every client, and no line is
+// written while the loop holds its lock (one loop once wrote 229,417
+// lines in 10 s, holding it).
+func TestRefusedClientsLogQuietly(t *testing.T) {
+	t.Parallel()
+
+	core, lines := observer.New(zapcore.DebugLevel)
+
+	var (
+		l        atomic.Pointer[loop]
+		heldLock atomic.Int32
+	)
+
+	log := zap.New(zapcore.RegisterHooks(core, func(zapcore.Entry) error {
+		if lp := l.Load(); lp != nil {
+			if !lp.mu.TryLock() {
+				heldLock.Add(1)
+			} else {
+				lp.mu.Unlock()
+			}
+		}
+
+		return nil
+	}))
+
+	set, err := upstream.New(upstream.Options{Logger: log, Rules: quiet.rules()},
+		[]Endpoint{{Address: deadAddr()}, {Address: deadAddr()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	b, err := New(Options{Listener: listen(t), Logger: log, Loops: 1, Upstreams: set, Settings: quiet.engine()})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	l.Store(b.loops[0])
+	r := serve(t, &rig{Balancer: b, set: set, prober: check.New(set, quiet.checks(), log, nil)}, true)
+
+	const clients = 300
+
+	start := time.Now()
+
+	for range clients {
+		c, err := dialProxy(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+
+		if _, err := c.r.ReadByte(); err == nil {
+			t.Fatal("a client got a byte with every upstream refusing")
+		}
+
+		c.Close()
+	}
+
+	waitFor(t, "every client to be counted", func() bool { return b.Stats().Rejected == clients })
+
+	limit := int(time.Since(start)/noisyEvery) + 1
+	for _, msg := range []string{"closing client: no upstream could take it", "dial failed; trying the next upstream"} {
+		if n := lines.FilterMessage(msg).Len(); n < 1 || n > limit {
+			t.Errorf("%q written %d times for %d clients, want 1 to %d", msg, n, clients, limit)
+		}
+	}
+
+	if n := heldLock.Load(); n > 0 {
+		t.Errorf("%d lines written while the loop held its lock", n)
+	}
 }

@@ -95,7 +95,7 @@ func (s *session) settleUpstream() {
 
 func (s *session) setOptions(fd int, opts []sockopt) {
 	if err := setOptions(fd, opts); err != nil {
-		s.b.log.Debug("socket options on a proxied connection", zap.Error(err))
+		s.l.note(zap.DebugLevel, "socket options on a proxied connection", zap.Error(err))
 	}
 }
 

@@ -50,7 +50,7 @@ func (s *Set) Report(n *Node, e Evidence, err error) {
 	}
 
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	defer s.unlock()
 
 	switch {
 	case e == Answered:

@@ -32,7 +32,7 @@ func (s *Set) Record(n *Node, r Result) {
 	s.changed(n, was)
 	reset := r.Err != nil && s.resetDue(n, rules)
 	s.poke() // the prober plans its next wake-up with this check's
-	s.mu.Unlock()
+	s.unlock()
 
 	if reset {
 		s.resetClients(n)
@@ -111,14 +111,16 @@ func (s *Set) resetClients(n *Node) {
 // changed logs a change of n's usability and of fail-open; s.mu is held.
 func (s *Set) changed(n *Node, was bool) {
 	now := n.usable()
+	n.usableNow.Store(now)
+
 	if now != was {
 		n.changed = s.clk.Now()
 		fields := []zap.Field{zap.String("upstream", n.addr), zap.Float64("score", n.score())}
 
 		if now {
-			s.log.Info("upstream healthy", append(fields, zap.Duration("latency", n.latency))...)
+			s.note(zap.InfoLevel, "upstream healthy", append(fields, zap.Duration("latency", n.latency))...)
 		} else {
-			s.log.Warn("upstream unhealthy", append(fields, zap.Error(n.lastErr))...)
+			s.note(zap.WarnLevel, "upstream unhealthy", append(fields, zap.Error(n.lastErr))...)
 		}
 	}
 
@@ -144,10 +146,10 @@ func (s *Set) updateFailOpen() {
 
 	s.failOpen = open
 	if open {
-		s.log.Error("no upstream passes its checks: failing open. Established connections are kept and new ones " +
+		s.note(zap.ErrorLevel, "no upstream passes its checks: failing open. Established connections are kept and new ones "+
 			"go to any upstream that accepts them, until one passes again.")
 	} else {
-		s.log.Info("an upstream passes its checks again: fail-open ended")
+		s.note(zap.InfoLevel, "an upstream passes its checks again: fail-open ended")
 	}
 }
 

@@ -22,6 +22,7 @@ type Node struct {
 	dialErrors [LostRace]atomic.Uint64 // by DialErrorReasons
 	bytesIn    atomic.Uint64           // client -> upstream
 	bytesOut   atomic.Uint64           // upstream -> client
+	usableNow  atomic.Bool             // usable(), for readers without the Set's lock
 
 	// Guarded by the Set's mu.
 	sources   []string
@@ -46,6 +47,7 @@ type Node struct {
 
 func newNode(addr string, now time.Time) *Node {
 	n := &Node{addr: addr, healthy: true, changed: now, due: now}
+	n.usableNow.Store(true)
 	if ap, err := netip.ParseAddrPort(addr); err == nil {
 		n.dialAddr.Store(&ap)
 	}
@@ -80,7 +82,11 @@ func (n *Node) Detach(in, out uint64) {
 // Active is the number of client connections to n.
 func (n *Node) Active() int64 { return n.active.Load() }
 
-// usable reports whether new connections may go to n.
+// Usable reports whether n takes new connections, as last decided.
+func (n *Node) Usable() bool { return n.usableNow.Load() }
+
+// usable reports whether new connections may go to n; the Set's lock is
+// held.
 func (n *Node) usable() bool { return n.healthy && !n.suspended }
 
 // score is the current streak: passing checks in a row, or minus the

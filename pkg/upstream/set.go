@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"k8s.io/utils/clock"
 )
 
@@ -87,6 +88,7 @@ type Set struct {
 	wake   chan struct{}
 
 	mu       sync.Mutex
+	notes    []note           // log lines, written once mu is let go
 	nodes    []*Node          // in configuration order
 	draining map[string]*Node // listed no more, until their drain ends
 	cursor   int              // of the last pick, for round-robin ties
@@ -148,6 +150,30 @@ func (s *Set) close(n *Node, why Reason) int {
 	return (*c)(n, why)
 }
 
+// note is a log line written once the Set's lock is let go: Pick waits for
+// that lock, and a relay loop waits for Pick.
+type note struct {
+	lvl    zapcore.Level
+	msg    string
+	fields []zap.Field
+}
+
+// note queues a log line; s.mu is held.
+func (s *Set) note(lvl zapcore.Level, msg string, fields ...zap.Field) {
+	s.notes = append(s.notes, note{lvl, msg, fields})
+}
+
+// unlock lets go of s.mu, then writes the queued lines.
+func (s *Set) unlock() {
+	notes := s.notes
+	s.notes = nil
+	s.mu.Unlock()
+
+	for _, n := range notes {
+		s.log.Log(n.lvl, n.msg, n.fields...)
+	}
+}
+
 // Nodes returns the listed upstreams, in configuration order.
 func (s *Set) Nodes() []*Node {
 	s.mu.Lock()
@@ -170,7 +196,7 @@ func (s *Set) Reconcile(endpoints []Endpoint) error {
 	s.nodes = s.reuse(endpoints)
 	nodes := slices.Clone(s.nodes)
 	s.updateFailOpen()
-	s.mu.Unlock()
+	s.unlock()
 
 	for _, n := range nodes {
 		switch {

@@ -39,6 +39,7 @@ func (l *loop) dialFailed(n *upstream.Node, err error) {
 }
 
 func (l *loop) dialLost(n *upstream.Node, e upstream.Evidence, err error) {
+	n.CountDialError(e)
 	l.report(n, e, err)
 	l.b.noise.dialFailed.note(l, zap.WarnLevel, "dial failed; trying the next upstream", zap.String("upstream", n.Addr()), zap.Error(err))
 }

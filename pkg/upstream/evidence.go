@@ -34,6 +34,17 @@ const (
 // label set.
 var DialErrorReasons = []string{"refused", "timeout", "unreachable", "other"}
 
+// CountDialError counts a failed dial of n (a dial Evidence) for the
+// metrics. The engine counts at once; Report may come a little later.
+func (n *Node) CountDialError(e Evidence) {
+	switch {
+	case e <= DialFailed:
+		n.dialErrors[e].Add(1)
+	case e == LostRace:
+		n.dialErrors[DialFailed].Add(1)
+	}
+}
+
 // Strong reports whether e is evidence about the upstream alone.
 func (e Evidence) Strong() bool { return e <= EndedUnasked }
 
@@ -42,13 +53,6 @@ func (e Evidence) Strong() bool { return e <= EndedUnasked }
 // for it; any evidence that it may have changed has it checked soon. It
 // never closes connections.
 func (s *Set) Report(n *Node, e Evidence, err error) {
-	switch {
-	case e <= DialFailed:
-		n.dialErrors[e].Add(1)
-	case e == LostRace:
-		n.dialErrors[DialFailed].Add(1)
-	}
-
 	s.mu.Lock()
 	defer s.unlock()
 

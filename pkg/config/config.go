@@ -47,7 +47,7 @@ func Default() Config {
 		BindPort:        7445,
 		HealthAddress:   "127.0.0.1",
 		HealthPort:      7446,
-		HealthInterval:  5 * time.Second,
+		HealthInterval:  2 * time.Minute,
 		HealthTimeout:   3 * time.Second,
 		HealthCheck:     "https",
 		HealthPath:      "/readyz",

@@ -17,7 +17,7 @@ type Flags struct {
 	HealthAddress   *string        `name:"health-address" placeholder:"ADDR" group:"Listener" help:"Address of the health, status and metrics HTTP server."`
 	HealthPort      *int           `name:"health-port" placeholder:"PORT" group:"Listener" help:"Port of the health, status and metrics HTTP server."`
 	Endpoints       *[]string      `name:"endpoints" placeholder:"HOST:PORT,..." sep:"," group:"Upstreams" help:"Static API server endpoints, always part of the upstream set."`
-	HealthInterval  *time.Duration `name:"health-interval" placeholder:"DURATION" group:"Upstreams" help:"Interval between upstream health checks."`
+	HealthInterval  *time.Duration `name:"health-interval" placeholder:"DURATION" group:"Upstreams" help:"How often a healthy upstream is checked (±20 %). One that fails, or that the proxied traffic saw fail, is checked at once and then from 1 s, backing off to 30 s."`
 	HealthTimeout   *time.Duration `name:"health-timeout" placeholder:"DURATION" group:"Upstreams" help:"Timeout of one upstream health check; less than the interval."`
 	HealthCheck     *string        `name:"health-check" placeholder:"https|tcp" group:"Upstreams" help:"Health check: https (GET health_path over TLS; 200 is healthy, 401/403 count as up, anything else or a timeout as down) or tcp (a connect). Without a CA for https, tcp is used and logged."`
 	HealthPath      *string        `name:"health-path" placeholder:"PATH" group:"Upstreams" help:"Path of the https health check."`
@@ -27,7 +27,7 @@ type Flags struct {
 	HealthRise      *int           `name:"health-rise" placeholder:"N" group:"Upstreams" help:"Passing checks in a row that bring an upstream back."`
 	DialTimeout     *time.Duration `name:"dial-timeout" placeholder:"DURATION" group:"Upstreams" help:"Timeout of one dial to an upstream before the next upstream is tried."`
 	DialHeadStart   *time.Duration `name:"dial-head-start" placeholder:"DURATION" group:"Upstreams" help:"If a dial has not connected within this time, the next upstream is dialed in parallel and the first to connect wins."`
-	ResetOnFailure  *bool          `name:"reset-on-failure" negatable:"" group:"Upstreams" help:"Close the client connections of an upstream that turns unhealthy, so clients reconnect to a healthy one at once."`
+	ResetOnFailure  *bool          `name:"reset-on-failure" negatable:"" group:"Upstreams" help:"Close the client connections of an upstream that failed two checks in a row while another is healthy, so clients reconnect to it at once."`
 	KeepAlivePeriod *time.Duration `name:"keep-alive-period" placeholder:"DURATION" group:"Upstreams" help:"TCP keepalive period on both sides of a proxied connection."`
 	TCPUserTimeout  *time.Duration `name:"tcp-user-timeout" placeholder:"DURATION" group:"Upstreams" help:"TCP_USER_TIMEOUT on both sides: how long unacknowledged data may wait before the connection is dropped."`
 	DrainTimeout    *time.Duration `name:"drain-timeout" placeholder:"DURATION" group:"Upstreams" help:"How long in-flight connections may finish, on shutdown or after their upstream left the set, before they are closed."`

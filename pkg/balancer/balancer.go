@@ -65,6 +65,9 @@ type Settings struct {
 	DialHeadStart   time.Duration
 	KeepAlivePeriod time.Duration // 0 disables keepalive
 	TCPUserTimeout  time.Duration // 0 leaves the kernel default
+	// MaxConnections bounds the client connections proxied at once; one
+	// over it is reset at once. 0: no bound.
+	MaxConnections int
 	// AnswerTimeout is how long an upstream may take to send its first
 	// byte after the client's first bytes reached it; then it is reported
 	// (NoAnswer) and the client moves to another upstream once. 0 waits.
@@ -92,7 +95,11 @@ type Balancer struct {
 	idleOnce sync.Once
 
 	stats counters
-	noise struct{ dialFailed, rejected, replayed noisy }
+	noise struct{ dialFailed, rejected, replayed, overLimit noisy }
+	// replayHeld is what sessions keep in total for a replay; over
+	// replayBudget a session gives up its copy (see session.keep).
+	replayHeld   atomic.Int64
+	replayBudget int64
 	// connect starts a dial; tests inject failures here.
 	connect func(netip.AddrPort, []sockopt) (int, error)
 	// stallAfter is how long a loop may handle one batch of events before
@@ -125,7 +132,7 @@ func New(opts Options) (*Balancer, error) {
 		opts.Loops = runtime.GOMAXPROCS(0)
 	}
 
-	b := &Balancer{log: opts.Logger, acc: acc, ups: opts.Upstreams, idle: make(chan struct{}), connect: connectRaw, stallAfter: stallAfter}
+	b := &Balancer{log: opts.Logger, acc: acc, ups: opts.Upstreams, idle: make(chan struct{}), connect: connectRaw, stallAfter: stallAfter, replayBudget: replayBudget}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	b.store(opts.Settings)
 

@@ -13,6 +13,18 @@ import (
 func (l *loop) admit(fd int) {
 	b := l.b
 	b.stats.accepted.Add(1)
+
+	if limit := b.settings.Load().MaxConnections; limit > 0 && b.live.Load() >= int64(limit) {
+		// A reset, not a wait in the backlog: the client fails at once and
+		// can try again; one runaway client cannot take every descriptor.
+		_ = unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
+		_ = unix.Close(fd)
+		b.stats.overLimit.Add(1)
+		b.noise.overLimit.note(l, zap.WarnLevel, "connection over max_connections reset", zap.Int("max_connections", limit))
+
+		return
+	}
+
 	b.live.Add(1)
 
 	if b.draining.Load() {

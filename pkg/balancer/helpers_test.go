@@ -129,12 +129,13 @@ type setup struct {
 	DialTimeout, DialHeadStart      time.Duration
 	KeepAlivePeriod, TCPUserTimeout time.Duration
 	AnswerTimeout                   time.Duration
+	MaxConnections                  int
 }
 
 func (s setup) engine() Settings {
 	return Settings{
 		DialTimeout: s.DialTimeout, DialHeadStart: s.DialHeadStart, KeepAlivePeriod: s.KeepAlivePeriod,
-		TCPUserTimeout: s.TCPUserTimeout, AnswerTimeout: s.AnswerTimeout,
+		TCPUserTimeout: s.TCPUserTimeout, AnswerTimeout: s.AnswerTimeout, MaxConnections: s.MaxConnections,
 	}
 }
 

@@ -15,6 +15,11 @@ import (
 // answer. A Kubernetes client's TLS ClientHello fits many times over.
 const replayLimit = 16 << 10
 
+// replayBudget bounds what all sessions keep for a replay together: 2,000
+// clients sending a partial ClientHello once held 37 MB. Past it a session
+// is proxied without its copy, and cannot move to another upstream.
+const replayBudget = 8 << 20
+
 // unaskedWithin is how soon after connecting an upstream must hang up on a
 // client that sent nothing for it to count against the upstream.
 const unaskedWithin = time.Second
@@ -66,6 +71,7 @@ type session struct {
 	replay bool   // buf holds everything the client sent
 	buf    []byte // client bytes before the answer, sent or not
 	sent   int
+	held   int // of buf, counted in the balancer's replayHeld
 
 	c2u, u2c dir
 
@@ -252,7 +258,7 @@ func (s *session) clientToUpstream() error {
 		}
 
 		if !s.replay || s.answered() {
-			s.buf, s.replay = nil, false
+			s.drop()
 
 			break
 		}
@@ -288,8 +294,7 @@ func (s *session) clientToUpstream() error {
 
 		s.client.drained(m, replayLimit)
 		s.c2u.n += int64(m)
-		s.buf = append(s.buf, s.l.buf[:m]...)
-		s.replay = len(s.buf) <= replayLimit
+		s.keep(s.l.buf[:m])
 	}
 
 	if !s.linked {
@@ -297,6 +302,23 @@ func (s *session) clientToUpstream() error {
 	}
 
 	return s.relay(&s.c2u, &s.client, &s.up, false)
+}
+
+// keep adds what the client sent to buf. The copy for a replay is kept
+// while this session's stays within replayLimit and all sessions' within
+// the balancer's budget.
+func (s *session) keep(p []byte) {
+	s.buf = append(s.buf, p...)
+	s.held += len(p)
+
+	held := s.b.replayHeld.Add(int64(len(p)))
+	s.replay = s.replay && len(s.buf) <= replayLimit && held <= s.b.replayBudget
+}
+
+// drop lets buf go.
+func (s *session) drop() {
+	s.b.replayHeld.Add(-int64(s.held))
+	s.buf, s.replay, s.held = nil, false, 0
 }
 
 // blocked records that dst would block, and has epoll report when it can
@@ -604,6 +626,7 @@ func (s *session) finish() {
 
 	s.done = true
 
+	s.drop()
 	s.noWake()
 	s.l.young.remove(s)
 

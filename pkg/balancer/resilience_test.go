@@ -761,3 +761,98 @@ func TestRefusedClientsLogQuietly(t *testing.T) {
 		t.Errorf("%d lines written while the loop held its lock", n)
 	}
 }
+
+// At max_connections a new client is reset at once and counted; when one
+// ends, the next gets in.
+func TestMaxConnections(t *testing.T) {
+	t.Parallel()
+
+	s := quiet
+	s.MaxConnections = 2
+	b := startOn(t, listen(t), s, true, startServer(t, "a").addr())
+
+	first, _ := greeted(t, b)
+	greeted(t, b)
+
+	// The reset may come before the dial returns, or at the first read.
+	if c, err := dialProxy(b); err == nil {
+		_, err = c.r.ReadByte()
+		c.Close()
+
+		if err == nil {
+			t.Fatal("a connection over the limit was served")
+		}
+	}
+
+	if n := b.Stats().OverLimit; n != 1 {
+		t.Fatalf("over the limit: %d, want 1", n)
+	}
+
+	first.Close()
+	waitFor(t, "the closed connection to end", func() bool { return b.Active() < 2 })
+
+	if name := servedBy(t, b); name != "a" {
+		t.Fatalf("under the limit again, served by %q", name)
+	}
+}
+
+// Past the replay budget a client is proxied without its copy: when its
+// upstream hangs up before answering, it cannot move, and is closed. Once
+// the budget is free again, the same client is replayed.
+func TestReplayBudget(t *testing.T) {
+	t.Parallel()
+
+	holder := serveEach(t, func(c net.Conn) { // reads, never answers
+		defer c.Close()
+		_, _ = io.Copy(io.Discard, c)
+	})
+	dead, live := dier(t), replier(t, "c")
+
+	r := build(t, Options{Listener: listen(t)}, quiet, holder, dead, live)
+	r.replayBudget = 1000
+	serve(t, r, true)
+
+	// 800 bytes kept for the holder's client...
+	held, err := dialProxy(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+
+	if _, err := held.Write(make([]byte, 800)); err != nil {
+		t.Fatal(err)
+	}
+
+	waitFor(t, "the held bytes", func() bool { return r.replayHeld.Load() == 800 })
+
+	// ...leave 200: the next client's 300 bytes are not kept, and the
+	// upstream that hangs up on it cannot be left for another.
+	ask := func() (string, error) {
+		c, err := dialProxy(r)
+		if err != nil {
+			return "", err
+		}
+		defer c.Close()
+
+		if _, err := io.WriteString(c, strings.Repeat("x", 299)+"\n"); err != nil {
+			return "", err
+		}
+
+		return c.r.ReadString('\n')
+	}
+
+	if got, err := ask(); err == nil {
+		t.Fatalf("a client past the budget was replayed: %q", got)
+	}
+
+	if n := r.Stats().Replayed; n != 0 {
+		t.Fatalf("replayed %d past the budget", n)
+	}
+
+	held.Close()
+	waitFor(t, "the budget to be free", func() bool { return r.replayHeld.Load() == 0 })
+
+	if got, err := ask(); err != nil || !strings.HasPrefix(got, "c:") {
+		t.Fatalf("within the budget: %q, %v; want a replay to c", got, err)
+	}
+}

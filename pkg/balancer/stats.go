@@ -23,6 +23,7 @@ type counters struct {
 	closedFailed   atomic.Uint64 // cut because their upstream failed its checks
 	raced          atomic.Uint64 // dials started while another was still pending
 	replayed       atomic.Uint64 // connections moved to another upstream before its first answer
+	overLimit      atomic.Uint64 // reset: max_connections were open
 	dials          histogram
 }
 
@@ -89,6 +90,7 @@ type Stats struct {
 	ClosedFailed   uint64
 	RacedDials     uint64
 	Replayed       uint64
+	OverLimit      uint64
 	DialDuration   Histogram
 }
 
@@ -103,6 +105,7 @@ func (b *Balancer) Stats() Stats {
 		ClosedFailed:   b.stats.closedFailed.Load(),
 		RacedDials:     b.stats.raced.Load(),
 		Replayed:       b.stats.replayed.Load(),
+		OverLimit:      b.stats.overLimit.Load(),
 		DialDuration:   b.stats.dials.snapshot(),
 	}
 }

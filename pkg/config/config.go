@@ -30,6 +30,7 @@ type Config struct {
 	KeepAlivePeriod time.Duration
 	TCPUserTimeout  time.Duration
 	DrainTimeout    time.Duration
+	MaxConnections  int
 	EnableDiscovery bool
 	Kubeconfig      string
 	TLSServerName   string
@@ -59,6 +60,7 @@ func Default() Config {
 		KeepAlivePeriod: 30 * time.Second,
 		TCPUserTimeout:  30 * time.Second,
 		DrainTimeout:    5 * time.Second,
+		MaxConnections:  10000,
 		EnableDiscovery: true,
 		TLSServerName:   "kubernetes.default.svc",
 		StateDirectory:  "/var/lib/extractedprism",

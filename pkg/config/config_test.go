@@ -100,6 +100,7 @@ reset_on_failure = false
 keep_alive_period = "0s"
 tcp_user_timeout = "1m"
 drain_timeout = "9s"
+max_connections = 7
 enable_discovery = false
 kubeconfig = "/etc/k.conf"
 tls_server_name = "kubernetes"
@@ -115,7 +116,7 @@ log_format = "json"
 		HealthInterval: 7 * time.Second, HealthTimeout: time.Second, DialTimeout: 500 * time.Millisecond,
 		HealthCheck: "tcp", HealthPath: "/livez", HealthCAFile: "/etc/ca.pem", HealthInsecure: true, HealthFall: 3, HealthRise: 4,
 		DialHeadStart: 50 * time.Millisecond, ResetOnFailure: false,
-		KeepAlivePeriod: 0, TCPUserTimeout: time.Minute, DrainTimeout: 9 * time.Second,
+		KeepAlivePeriod: 0, TCPUserTimeout: time.Minute, DrainTimeout: 9 * time.Second, MaxConnections: 7,
 		EnableDiscovery: false, Kubeconfig: "/etc/k.conf", TLSServerName: "kubernetes", StateDirectory: "", CacheTTL: time.Hour,
 		LogLevel: "debug", LogFormat: "json",
 	}
@@ -136,7 +137,7 @@ log_format = "json"
 		"EP_DIAL_TIMEOUT": "500ms", "EP_KEEP_ALIVE_PERIOD": "0s",
 		"EP_HEALTH_CHECK": "tcp", "EP_HEALTH_PATH": "/livez", "EP_HEALTH_CA_FILE": "/etc/ca.pem", "EP_HEALTH_INSECURE_SKIP_VERIFY": "true",
 		"EP_HEALTH_FALL": "3", "EP_HEALTH_RISE": "4", "EP_DIAL_HEAD_START": "50ms", "EP_RESET_ON_FAILURE": "false", "EP_TCP_USER_TIMEOUT": "1m",
-		"EP_DRAIN_TIMEOUT": "9s", "EP_ENABLE_DISCOVERY": "false", "EP_LOG_LEVEL": "debug", "EP_LOG_FORMAT": "json",
+		"EP_DRAIN_TIMEOUT": "9s", "EP_MAX_CONNECTIONS": "7", "EP_ENABLE_DISCOVERY": "false", "EP_LOG_LEVEL": "debug", "EP_LOG_FORMAT": "json",
 		"EP_KUBECONFIG": "/etc/k.conf", "EP_TLS_SERVER_NAME": "kubernetes", "EP_STATE_DIRECTORY": "", "EP_CACHE_TTL": "1h",
 		"EP_CONFIG": writeConfig(t, ""),
 	}

@@ -34,6 +34,7 @@ func validate(c Config, sources map[string]Source, broken map[string]bool) []err
 	v.oneOf("health_check", c.HealthCheck, "https", "tcp")
 	v.count("health_fall", c.HealthFall)
 	v.count("health_rise", c.HealthRise)
+	v.between("max_connections", c.MaxConnections, 1, 1_000_000)
 
 	if !strings.HasPrefix(c.HealthPath, "/") {
 		v.fail("health_path", -1, "%q must start with /", c.HealthPath)
@@ -176,9 +177,11 @@ func (v *validator) nonNegative(key string, d time.Duration) {
 	}
 }
 
-func (v *validator) count(key string, n int) {
-	if n < 1 || n > 100 {
-		v.fail(key, -1, "%d out of range (1-100)", n)
+func (v *validator) count(key string, n int) { v.between(key, n, 1, 100) }
+
+func (v *validator) between(key string, n, lo, hi int) {
+	if n < lo || n > hi {
+		v.fail(key, -1, "%d out of range (%d-%d)", n, lo, hi)
 	}
 }
 

@@ -201,6 +201,7 @@ func engineSettings(c config.Config) balancer.Settings {
 		KeepAlivePeriod: c.KeepAlivePeriod,
 		TCPUserTimeout:  c.TCPUserTimeout,
 		AnswerTimeout:   answerTimeout,
+		MaxConnections:  c.MaxConnections,
 	}
 }
 

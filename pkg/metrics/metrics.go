@@ -65,6 +65,7 @@ var (
 	failOpen     = desc("fail_open", "1 while no upstream passes its checks and connections go to any that accepts them.")
 	accepted     = desc("connections_accepted_total", "Client connections accepted.")
 	rejected     = desc("connections_rejected_total", "Client connections closed because no upstream could take them.")
+	overLimit    = desc("connections_over_limit_total", "Client connections reset at once because max_connections were open.")
 	closed       = desc("connections_closed_total", "Client connections closed by the proxy, by reason.", "reason")
 	retries      = desc("dial_retries_total", "Dials to another upstream after a failed dial for the same client.")
 	races        = desc("dial_races_total", "Dials to another upstream started because a dial had not connected within the head start.")
@@ -91,7 +92,7 @@ type collector struct {
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		upHealthy, upScore, upTier, upLatency, upActive, upConns, upDialErrors, upSent, upReceived, upChanged, upInfo,
-		failOpen, accepted, rejected, closed, retries, races, replays, dialDuration, discState, discEvents, discLists, discErrors, discLastSync, cacheAge, reloads, buildInfo,
+		failOpen, accepted, rejected, overLimit, closed, retries, races, replays, dialDuration, discState, discEvents, discLists, discErrors, discLastSync, cacheAge, reloads, buildInfo,
 	} {
 		ch <- d
 	}
@@ -129,6 +130,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	b := s.Balancer
 	counter(accepted, b.Accepted)
 	counter(rejected, b.Rejected)
+	counter(overLimit, b.OverLimit)
 	counter(closed, b.ClosedRemoved, "upstream_removed")
 	counter(closed, b.ClosedShutdown, "shutdown")
 	counter(closed, b.ClosedFailed, "upstream_failed")

@@ -90,7 +90,7 @@ func TestFailedDialIsRetriedInOrder(t *testing.T) {
 		t.Fatalf("served by %v, want %v (a skipped after its failed dial)", got, want)
 	}
 
-	st := statusOf(b, a.addr())
+	st := statusOf(t, b, a.addr())
 	if st.Healthy || !strings.Contains(st.LastError, "refused") {
 		t.Fatalf("a after a refused dial: %+v, want unhealthy with the dial error", st)
 	}
@@ -110,7 +110,7 @@ func TestOnlyTheLastUpstreamAnswers(t *testing.T) {
 	}
 
 	for _, s := range []*server{a, bs} {
-		if statusOf(b, s.addr()).Healthy {
+		if statusOf(t, b, s.addr()).Healthy {
 			t.Errorf("%s still healthy after a refused dial", s.name)
 		}
 	}
@@ -298,6 +298,10 @@ func TestReconcile(t *testing.T) {
 	if err := b.SetUpstreams([]Endpoint{{Address: a.addr()}, {Address: bs.addr()}}); err != nil {
 		t.Fatal(err)
 	}
+
+	// Added while running, b is used once its first check passes; it is
+	// checked at once.
+	waitFor(t, "b's first check", func() bool { return statusOf(t, b, bs.addr()).Healthy })
 
 	if got := []string{servedBy(t, b), servedBy(t, b)}; !slices.Contains(got, "b") {
 		t.Fatalf("after adding b, served by %v", got)

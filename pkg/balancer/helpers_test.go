@@ -368,12 +368,18 @@ func greeted(t *testing.T, b *rig) (*client, string) {
 	return c, name
 }
 
-func statusOf(b *rig, addr string) upstream.Status {
+// statusOf is the state of the upstream at addr, which must be listed: an
+// empty status would pass every "not healthy" check.
+func statusOf(t *testing.T, b *rig, addr string) upstream.Status {
+	t.Helper()
+
 	for _, s := range b.Status() {
 		if s.Address == addr {
 			return s
 		}
 	}
+
+	t.Fatalf("%s is not listed", addr)
 
 	return upstream.Status{}
 }

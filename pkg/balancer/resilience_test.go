@@ -92,7 +92,7 @@ func TestReplayWhenTheUpstreamDiesBeforeAnswering(t *testing.T) {
 
 	// The reset came after the client's bytes, which a client could have
 	// caused: the upstream is only checked, and stays in rotation.
-	if !statusOf(b, dead).Healthy {
+	if !statusOf(t, b, dead).Healthy {
 		t.Fatal("a reset after the client's bytes took the upstream out")
 	}
 }
@@ -113,7 +113,7 @@ func TestHangUpBeforeAnyByteSuspends(t *testing.T) {
 		t.Fatalf("served by %q", got)
 	}
 
-	if statusOf(b, dead).Healthy {
+	if statusOf(t, b, dead).Healthy {
 		t.Fatal("an upstream that hung up before any byte is still in rotation")
 	}
 }
@@ -153,7 +153,7 @@ func TestGarbageClientsTakeNoUpstreamOut(t *testing.T) {
 	}
 
 	for _, a := range addrs {
-		if !statusOf(b, a).Healthy {
+		if !statusOf(t, b, a).Healthy {
 			t.Errorf("%s taken out by garbage from clients", a)
 		}
 	}
@@ -369,7 +369,7 @@ func TestLeastConnections(t *testing.T) {
 		c.Close()
 	}
 
-	waitFor(t, "b's connections to end", func() bool { return statusOf(b, bs.addr()).ActiveConnections == 0 })
+	waitFor(t, "b's connections to end", func() bool { return statusOf(t, b, bs.addr()).ActiveConnections == 0 })
 
 	for range 2 {
 		if got := servedBy(t, b); got != "b" {
@@ -416,7 +416,7 @@ func TestFallRiseAndResetOnFailure(t *testing.T) {
 	}
 
 	check.down.Store(true)
-	waitFor(t, "two failed checks to take a out", func() bool { return !statusOf(b, a.addr()).Healthy })
+	waitFor(t, "two failed checks to take a out", func() bool { return !statusOf(t, b, a.addr()).Healthy })
 
 	// Its clients are closed so they reconnect elsewhere at once.
 	if _, err := onA.r.ReadByte(); err == nil {
@@ -427,14 +427,14 @@ func TestFallRiseAndResetOnFailure(t *testing.T) {
 		t.Fatalf("closed %d connections of failed upstreams, want at least 1", n)
 	}
 
-	if st := statusOf(b, a.addr()); st.Score > -2 {
+	if st := statusOf(t, b, a.addr()); st.Score > -2 {
 		t.Fatalf("score %v after the fall, want at most -2", st.Score)
 	}
 
 	check.down.Store(false)
-	waitFor(t, "three passing checks to bring a back", func() bool { return statusOf(b, a.addr()).Healthy })
+	waitFor(t, "three passing checks to bring a back", func() bool { return statusOf(t, b, a.addr()).Healthy })
 
-	if st := statusOf(b, a.addr()); st.Score < 3 {
+	if st := statusOf(t, b, a.addr()); st.Score < 3 {
 		t.Fatalf("back with score %v, want at least 3 (rise)", st.Score)
 	}
 }
@@ -523,9 +523,9 @@ func TestHungUpstreamCaughtByHTTPSCheck(t *testing.T) {
 		Check: check.NewHTTPSCheck(tlsConfig, "/readyz"), DrainTimeout: time.Hour}
 	b := startOn(t, listen(t), s, true, stuck, live.Listener.Addr().String())
 
-	waitFor(t, "the hung upstream to be marked down", func() bool { return !statusOf(b, stuck).Healthy })
+	waitFor(t, "the hung upstream to be marked down", func() bool { return !statusOf(t, b, stuck).Healthy })
 
-	before := statusOf(b, stuck).TotalConnections
+	before := statusOf(t, b, stuck).TotalConnections
 	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
 		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, DisableKeepAlives: true, //nolint:gosec // the proxy's address is not in the test certificate
 	}}
@@ -538,7 +538,7 @@ func TestHungUpstreamCaughtByHTTPSCheck(t *testing.T) {
 		resp.Body.Close()
 	}
 
-	if after := statusOf(b, stuck).TotalConnections; after != before {
+	if after := statusOf(t, b, stuck).TotalConnections; after != before {
 		t.Fatalf("%d new connections went to the hung upstream after it was marked down", after-before)
 	}
 }
@@ -595,7 +595,7 @@ func TestFailOpenWhenAllFailTogether(t *testing.T) {
 
 	check.down.Store(true)
 	waitFor(t, "several failed checks of both", func() bool {
-		return statusOf(b, a.addr()).Score <= -3 && statusOf(b, bs.addr()).Score <= -3
+		return statusOf(t, b, a.addr()).Score <= -3 && statusOf(t, b, bs.addr()).Score <= -3
 	})
 
 	if !b.set.FailOpen() || b.Ready() {

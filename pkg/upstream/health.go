@@ -44,6 +44,7 @@ func (s *Set) failed(n *Node, err error, rules *Rules) {
 	n.fails++
 	n.passes = 0
 	n.lastErr = err
+	n.unproven = false // a failed first check: rise as any failed upstream
 
 	if n.healthy && n.fails >= max(rules.Fall, 1) {
 		n.healthy = false
@@ -64,8 +65,8 @@ func (s *Set) passed(n *Node, latency time.Duration, rules *Rules) {
 	n.lastErr = nil
 	n.reset = false
 
-	if !n.healthy && n.passes >= max(rules.Rise, 1) {
-		n.healthy = true
+	if n.unproven || !n.healthy && n.passes >= max(rules.Rise, 1) {
+		n.unproven, n.healthy = false, true
 	}
 
 	if n.healthy {

@@ -26,7 +26,8 @@ type Node struct {
 
 	// Guarded by the Set's mu.
 	sources   []string
-	healthy   bool // by the fall/rise rule; new upstreams start healthy
+	healthy   bool // by the fall/rise rule
+	unproven  bool // added while running: unused until its first check passes
 	fails     int  // failed checks in a row
 	passes    int  // passing checks in a row
 	tier      int
@@ -46,13 +47,18 @@ type Node struct {
 }
 
 func newNode(addr string, now time.Time) *Node {
-	n := &Node{addr: addr, healthy: true, changed: now, due: now}
-	n.usableNow.Store(true)
+	n := &Node{addr: addr, unproven: true, changed: now, due: now}
 	if ap, err := netip.ParseAddrPort(addr); err == nil {
 		n.dialAddr.Store(&ap)
 	}
 
 	return n
+}
+
+// prove makes a new node usable before its first check.
+func (n *Node) prove() {
+	n.unproven, n.healthy = false, true
+	n.usableNow.Store(true)
 }
 
 // Addr is the upstream's address as configured: host:port.

@@ -117,6 +117,12 @@ func New(opts Options, endpoints []Endpoint) (*Set, error) {
 	s.SetRules(opts.Rules)
 	s.nodes = s.reuse(endpoints)
 
+	// What the node was configured with at start is used at once; what
+	// comes later (discovery, a reload) waits for its first check.
+	for _, n := range s.nodes {
+		n.prove()
+	}
+
 	return s, nil
 }
 
@@ -183,8 +189,9 @@ func (s *Set) Nodes() []*Node {
 }
 
 // Reconcile replaces the set with endpoints. Upstreams that stay keep
-// their health state and connections; new ones start usable; those that
-// leave drain. An empty set is refused: the proxy never ends up with
+// their health state and connections; new ones are checked at once and
+// used once they pass (an EndpointSlice is not trusted to name only
+// working API servers); those that leave drain. An empty set is refused: the proxy never ends up with
 // nothing to send connections to.
 func (s *Set) Reconcile(endpoints []Endpoint) error {
 	if len(endpoints) == 0 {

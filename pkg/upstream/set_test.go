@@ -117,8 +117,20 @@ func TestReconcileKeepsStateAndRefusesEmpty(t *testing.T) {
 		t.Fatal("an upstream that stays lost its state")
 	}
 
+	// A new upstream is unproven: not used until its first check passes,
+	// and due at once.
+	if m.status(t, c).Healthy {
+		t.Fatal("an upstream added while running is used before any check")
+	}
+
+	if due, _ := m.Due(); !slices.ContainsFunc(due, func(n *Node) bool { return n.Addr() == c }) {
+		t.Fatal("a new upstream is not checked at once")
+	}
+
+	m.Record(m.node(t, c), Result{})
+
 	if !m.status(t, c).Healthy {
-		t.Fatal("a new upstream does not start usable")
+		t.Fatal("one passing check does not bring a new upstream in")
 	}
 
 	if err := m.Reconcile(nil); !errors.Is(err, ErrEmptySet) {

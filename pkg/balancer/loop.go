@@ -45,9 +45,11 @@ type loop struct {
 	buf      []byte     // scratch for reads that must be copied
 	wakes    wakes      // session deadlines
 	firing   time.Time  // the now of the deadlines fireWakes is running
-	young    youngList  // sessions whose late socket options are not set yet
-	stopped  bool
-	failed   atomic.Bool // run ended on an error: Alive reports it
+	// settleAfter is settleAfter; tests change it, under mu.
+	settleAfter time.Duration
+	young       youngList // sessions whose late socket options are not set yet
+	stopped     bool
+	failed      atomic.Bool // run ended on an error: Alive reports it
 	// busy is when the loop last left epoll_wait (unix nanoseconds), 0
 	// while it waits there: a loop busy for long is wedged (Alive).
 	busy atomic.Int64
@@ -167,8 +169,9 @@ func newLoop(b *Balancer) (*loop, error) {
 
 	return &loop{
 		b: b, epfd: epfd, wake: wake,
-		sessions: map[*session]struct{}{},
-		buf:      make([]byte, copyBuf),
+		sessions:    map[*session]struct{}{},
+		buf:         make([]byte, copyBuf),
+		settleAfter: settleAfter,
 	}, nil
 }
 

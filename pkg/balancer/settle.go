@@ -60,7 +60,7 @@ func (y *youngList) remove(s *session) {
 // the epoll_wait timeout until the next is due: -1 for none; l.mu is held.
 func (l *loop) settleDue(now time.Time) int {
 	for s := l.young.head; s != nil; s = l.young.head {
-		due := s.born.Add(settleAfter)
+		due := s.born.Add(l.settleAfter)
 		if due.After(now) {
 			return int((due.Sub(now) + time.Millisecond - 1) / time.Millisecond)
 		}

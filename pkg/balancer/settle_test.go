@@ -20,7 +20,12 @@ func TestLateSocketOptions(t *testing.T) {
 	st.KeepAlivePeriod = 17 * time.Second
 	st.TCPUserTimeout = 9 * time.Second
 
-	b := startOn(t, listen(t), st, true, up.addr())
+	// One loop, so that both connections meet there; nothing settles by
+	// itself until the test says so.
+	r := build(t, Options{Listener: listen(t), Loops: 1}, st, up.addr())
+	l := r.loops[0]
+	l.settleAfter = time.Hour
+	b := serve(t, r, true)
 
 	late := map[string][3]int{
 		"SO_KEEPALIVE":     {unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1},
@@ -31,7 +36,7 @@ func TestLateSocketOptions(t *testing.T) {
 
 	greeted(t, b)
 
-	withSession(t, b, func(l *loop, s *session) {
+	newest(t, l, func(s *session) {
 		if got := getOpt(t, s.up.fd, unix.IPPROTO_TCP, unix.TCP_NODELAY); got != 1 {
 			t.Errorf("upstream TCP_NODELAY = %d before settling, want 1", got)
 		}
@@ -50,7 +55,7 @@ func TestLateSocketOptions(t *testing.T) {
 			}
 		}
 
-		if next := l.settleDue(s.born.Add(settleAfter)); next != -1 {
+		if next := l.settleDue(s.born.Add(l.settleAfter)); next != -1 {
 			t.Errorf("settleDue left a wake in %d ms with every session settled", next)
 		}
 
@@ -59,6 +64,8 @@ func TestLateSocketOptions(t *testing.T) {
 				t.Errorf("upstream %s = %d after settling, want %d", name, got, o[2])
 			}
 		}
+
+		l.settleAfter = 50 * time.Millisecond
 	})
 
 	// A second connection settles by the loop's schedule alone.
@@ -66,38 +73,33 @@ func TestLateSocketOptions(t *testing.T) {
 
 	var fd int
 
-	withSession(t, b, func(_ *loop, s *session) {
-		if !s.settled {
-			fd = s.up.fd
-		}
-	})
+	newest(t, l, func(s *session) { fd = s.up.fd })
 
 	waitFor(t, "the second connection to settle", func() bool {
 		return getOpt(t, fd, unix.SOL_SOCKET, unix.SO_KEEPALIVE) == 1
 	})
 }
 
-// withSession runs f on the session that is not settled yet, or on the
-// only one, with its loop locked.
-func withSession(t *testing.T, b *rig, f func(*loop, *session)) {
+// newest runs f on l's youngest session with l locked.
+func newest(t *testing.T, l *loop, f func(*session)) {
 	t.Helper()
 
-	for _, l := range b.loops {
-		l.mu.Lock()
+	l.mu.Lock()
+	defer l.mu.Unlock()
 
-		for s := range l.sessions {
-			if !s.settled || len(l.sessions) == 1 {
-				f(l, s)
-				l.mu.Unlock()
+	var young *session
 
-				return
-			}
+	for s := range l.sessions {
+		if young == nil || s.born.After(young.born) {
+			young = s
 		}
-
-		l.mu.Unlock()
 	}
 
-	t.Fatal("no session")
+	if young == nil {
+		t.Fatal("no session")
+	}
+
+	f(young)
 }
 
 func getOpt(t *testing.T, fd, level, name int) int {

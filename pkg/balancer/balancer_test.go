@@ -1,6 +1,7 @@
 package balancer
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -22,18 +23,19 @@ func TestBytesFlowBothWaysWithHalfClose(t *testing.T) {
 	// The upstream sends a banner and half-closes, then reads the client's
 	// data until the client half-closes, and reports what it got. Health
 	// probes connect too; only the client sends data.
-	got := make(chan string, 1)
+	banner, want := randomBytes(t, 1<<20), randomBytes(t, 300_000)
+	got := make(chan []byte, 1)
 	addr := serveEach(t, func(c net.Conn) {
 		defer c.Close()
 
-		if _, err := io.WriteString(c, strings.Repeat("s", 1<<20)); err != nil {
+		if _, err := c.Write(banner); err != nil {
 			return
 		}
 
 		_ = c.(*net.TCPConn).CloseWrite()
 
 		if data, err := io.ReadAll(c); err == nil && len(data) > 0 {
-			got <- string(data)
+			got <- data
 		}
 	})
 
@@ -50,13 +52,12 @@ func TestBytesFlowBothWaysWithHalfClose(t *testing.T) {
 		t.Fatalf("reading until the upstream's FIN: %v", err)
 	}
 
-	if len(fromServer) != 1<<20 {
-		t.Fatalf("got %d bytes from upstream, want %d", len(fromServer), 1<<20)
+	if !bytes.Equal(fromServer, banner) {
+		t.Fatalf("got %d bytes from upstream, not the %d it sent", len(fromServer), len(banner))
 	}
 
 	// After the upstream's half-close the client can still send.
-	want := strings.Repeat("c", 300_000)
-	if _, err := io.WriteString(c, want); err != nil {
+	if _, err := c.Write(want); err != nil {
 		t.Fatal(err)
 	}
 
@@ -64,8 +65,8 @@ func TestBytesFlowBothWaysWithHalfClose(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	if s := <-got; s != want {
-		t.Fatalf("upstream got %d bytes (%.40q), want %d", len(s), s, len(want))
+	if data := <-got; !bytes.Equal(data, want) {
+		t.Fatalf("upstream got %d bytes, not the %d sent", len(data), len(want))
 	}
 }
 

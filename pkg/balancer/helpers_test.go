@@ -124,6 +124,7 @@ type setup struct {
 	Check                         check.Checker
 	Fall, Rise                    int
 	ResetOnFailure                bool
+	Tiers                         []time.Duration // nil: one tier
 	DrainTimeout                  time.Duration
 
 	DialTimeout, DialHeadStart      time.Duration
@@ -139,14 +140,18 @@ func (s setup) engine() Settings {
 	}
 }
 
-// rules puts every upstream in one latency tier: on a busy host a check can
-// take over 10 ms and put one of two equal upstreams in a slower tier,
-// which tests of selection order must not depend on. The model's tests
-// cover the tiers.
+// rules puts every upstream in one latency tier unless Tiers says: on a
+// busy host a check can take over 10 ms and put one of two equal upstreams
+// in a slower tier, which tests of selection order must not depend on.
 func (s setup) rules() upstream.Rules {
+	tiers := s.Tiers
+	if tiers == nil {
+		tiers = []time.Duration{}
+	}
+
 	return upstream.Rules{
 		Fall: s.Fall, Rise: s.Rise, ResetOnFailure: s.ResetOnFailure, DrainTimeout: s.DrainTimeout,
-		Interval: s.HealthInterval, Retry: s.Retry, Tiers: []time.Duration{},
+		Interval: s.HealthInterval, Retry: s.Retry, Tiers: tiers,
 	}
 }
 

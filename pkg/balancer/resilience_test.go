@@ -856,3 +856,106 @@ func TestReplayBudget(t *testing.T) {
 		t.Fatalf("within the budget: %q, %v; want a replay to c", got, err)
 	}
 }
+
+// A client that sent more than replayLimit before the answer cannot be
+// moved: its upstream hanging up ends it. Within the limit it moves.
+func TestReplayLimit(t *testing.T) {
+	t.Parallel()
+
+	for _, tc := range []struct {
+		size     int
+		replayed bool
+	}{
+		{replayLimit - 1, true},
+		{replayLimit + 1, false},
+	} {
+		t.Run(strconv.Itoa(tc.size), func(t *testing.T) {
+			t.Parallel()
+
+			dead := serveEach(t, func(c net.Conn) { // reads it all, then resets
+				_, _ = io.ReadFull(c, make([]byte, tc.size))
+				_ = c.(*net.TCPConn).SetLinger(0)
+				c.Close()
+			})
+			live := serveEach(t, func(c net.Conn) {
+				defer c.Close()
+
+				if _, err := io.ReadFull(c, make([]byte, tc.size)); err == nil {
+					_, _ = io.WriteString(c, "ok")
+				}
+			})
+			b := startOn(t, listen(t), quiet, true, dead, live)
+
+			c, err := dialProxy(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+
+			if _, err := c.Write(randomBytes(t, tc.size)); err != nil {
+				t.Fatal(err)
+			}
+
+			answer, _ := io.ReadAll(c)
+			if got := string(answer) == "ok"; got != tc.replayed {
+				t.Fatalf("%d bytes before the answer: answered %v (%q), want %v", tc.size, got, answer, tc.replayed)
+			}
+
+			if n := b.Stats().Replayed; (n == 1) != tc.replayed {
+				t.Fatalf("replayed %d", n)
+			}
+		})
+	}
+}
+
+// tiered answers checks of slow after a delay that puts it in a slower
+// latency tier.
+type tiered struct{ slow string }
+
+func (c tiered) Check(ctx context.Context, addr string) error {
+	if err := (check.TCPCheck{}).Check(ctx, addr); err != nil {
+		return err
+	}
+
+	if addr == c.slow {
+		select {
+		case <-time.After(150 * time.Millisecond):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+
+	return nil
+}
+
+// With the real latency tiers, an upstream whose checks take an order of
+// magnitude longer gets no connection while a faster one is usable, even
+// with more connections on the fast one; it takes over when the fast one
+// is gone.
+func TestLatencyTiersPreferTheFaster(t *testing.T) {
+	t.Parallel()
+
+	fast, slow := startServer(t, "fast"), startServer(t, "slow")
+	s := quiet
+	s.Check = tiered{slow: slow.addr()}
+	s.Tiers = upstream.DefaultTiers
+	b := startOn(t, listen(t), s, true, slow.addr(), fast.addr())
+
+	// A loaded host may slow the fast one's check past 10 ms, never past
+	// the slow one's 150 ms.
+	if sl, fa := statusOf(t, b, slow.addr()).Tier, statusOf(t, b, fast.addr()).Tier; sl <= fa {
+		t.Fatalf("the slow upstream is in tier %d, the fast one in %d", sl, fa)
+	}
+
+	for i := range 4 {
+		if _, name := greeted(t, b); name != "fast" {
+			t.Fatalf("connection %d went to %q with the faster upstream usable", i, name)
+		}
+	}
+
+	fast.kill()
+
+	if name := servedBy(t, b); name != "slow" {
+		t.Fatalf("with the fast one gone, served by %q", name)
+	}
+}

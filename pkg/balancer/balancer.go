@@ -100,8 +100,9 @@ type Balancer struct {
 	// replayBudget a session gives up its copy (see session.keep).
 	replayHeld   atomic.Int64
 	replayBudget int64
-	// connect starts a dial; tests inject failures here.
+	// connect starts a dial, sys moves bytes; tests inject failures there.
 	connect func(netip.AddrPort, []sockopt) (int, error)
+	sys     *sys
 	// stallAfter is how long a loop may handle one batch of events before
 	// Alive calls it wedged: a batch takes microseconds to milliseconds.
 	stallAfter time.Duration
@@ -132,7 +133,7 @@ func New(opts Options) (*Balancer, error) {
 		opts.Loops = runtime.GOMAXPROCS(0)
 	}
 
-	b := &Balancer{log: opts.Logger, acc: acc, ups: opts.Upstreams, idle: make(chan struct{}), connect: connectRaw, stallAfter: stallAfter, replayBudget: replayBudget}
+	b := &Balancer{log: opts.Logger, acc: acc, ups: opts.Upstreams, idle: make(chan struct{}), connect: connectRaw, sys: kernel, stallAfter: stallAfter, replayBudget: replayBudget}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	b.store(opts.Settings)
 

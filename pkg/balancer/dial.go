@@ -124,7 +124,7 @@ func (s *session) sendEarly(d *dialing) (int, error) {
 		return 0, nil
 	}
 
-	m, err := unix.Write(d.fd, s.buf)
+	m, err := s.b.sys.write(d.fd, s.buf)
 
 	switch {
 	case errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR):

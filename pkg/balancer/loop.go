@@ -356,7 +356,7 @@ func (l *loop) getPipe() (pipe, error) {
 	}
 
 	var fds [2]int
-	if err := unix.Pipe2(fds[:], unix.O_NONBLOCK|unix.O_CLOEXEC); err != nil {
+	if err := l.b.sys.pipe(fds[:]); err != nil {
 		return pipe{}, fmt.Errorf("pipe2: %w", err)
 	}
 

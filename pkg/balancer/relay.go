@@ -239,7 +239,7 @@ func (s *session) clientToUpstream() error {
 				return nil
 			}
 
-			m, err := unix.Write(s.up.fd, s.buf[s.sent:])
+			m, err := s.b.sys.write(s.up.fd, s.buf[s.sent:])
 
 			switch {
 			case errors.Is(err, unix.EAGAIN):
@@ -275,7 +275,7 @@ func (s *session) clientToUpstream() error {
 			return nil
 		}
 
-		m, err := unix.Read(s.client.fd, s.l.buf[:replayLimit])
+		m, err := s.b.sys.read(s.client.fd, s.l.buf[:replayLimit])
 
 		switch {
 		case errors.Is(err, unix.EAGAIN):
@@ -455,7 +455,7 @@ func (s *session) relay(d *dir, src, dst *side, holdEOF bool) error {
 // readIn reads into the loop's buffer and writes what it got; what dst
 // does not take is copied to d.pending.
 func (s *session) readIn(d *dir, src, dst *side) (int, error) {
-	m, err := unix.Read(src.fd, s.l.buf)
+	m, err := s.b.sys.read(src.fd, s.l.buf)
 
 	switch {
 	case errors.Is(err, unix.EAGAIN):
@@ -478,7 +478,7 @@ func (s *session) readIn(d *dir, src, dst *side) (int, error) {
 
 	w := 0
 	if dst.wr {
-		w, err = unix.Write(dst.fd, s.l.buf[:m])
+		w, err = s.b.sys.write(dst.fd, s.l.buf[:m])
 
 		switch {
 		case errors.Is(err, unix.EAGAIN):
@@ -515,7 +515,7 @@ func (s *session) spliceIn(d *dir, src *side) (int, error) {
 		d.p, d.hasPipe = p, true
 	}
 
-	m, err := unix.Splice(src.fd, nil, d.p.w, nil, maxSplice, unix.SPLICE_F_NONBLOCK|unix.SPLICE_F_MOVE)
+	m, err := s.b.sys.splice(src.fd, d.p.w, maxSplice)
 
 	switch {
 	case errors.Is(err, unix.EAGAIN):
@@ -552,10 +552,10 @@ func (s *session) flush(d *dir, dst *side) (int, error) {
 
 	if d.inPipe > 0 {
 		var n int64
-		n, err = unix.Splice(d.p.r, nil, dst.fd, nil, d.inPipe, unix.SPLICE_F_NONBLOCK|unix.SPLICE_F_MOVE)
+		n, err = s.b.sys.splice(d.p.r, dst.fd, d.inPipe)
 		m = int(n)
 	} else {
-		m, err = unix.Write(dst.fd, d.pending)
+		m, err = s.b.sys.write(dst.fd, d.pending)
 	}
 
 	switch {

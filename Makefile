@@ -45,9 +45,10 @@ demo: build ## run 3 real kube-apiservers and extractedprism in front of them
 
 test: test-unit test-fuzz bench-go bench-discovery test-units test-packages test-integration test-provisioning test-e2e ## run every test (what CI runs)
 
-test-unit: ## unit, CLI and loopback tests, with the race detector
+test-unit: ## unit, CLI and loopback tests, with the race detector; the data path and the model again on one CPU
 	$(GO) vet ./...
 	$(GO) test -race -count=1 ./...
+	GOMAXPROCS=1 $(GO) test -race -count=1 ./pkg/balancer ./pkg/upstream ./pkg/check
 
 bench: build ## side by side with HAProxy and nginx on loopback (~6 min; installs them with apt): bench/results/latest.md
 	BENCH_SKIP_BUILD=1 bench/run.sh

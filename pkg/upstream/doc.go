@@ -22,21 +22,34 @@
 //
 // A package imports only what is below it. upstream, config and discovery
 // import nothing of the project; balancer and check import upstream and
-// never each other; only daemon imports balancer.
+// never each other (TestLayers).
 //
 // # State of an upstream
 //
-//	         Record(pass) x Rise
-//	  down <--------------------- up
-//	   |  ---------------------->  ^ |
-//	   |    Record(fail) x Fall    | | Report(dial failed, ended before
-//	   |                           | v         answering)
-//	   |                        suspended: used only as a last resort,
-//	   |                        until the next passing check
-//	   |
-//	Reconcile without it: draining (listed no more; its connections
-//	go on for DrainTimeout, then the engine is told to close them).
-//	Reconcile with it again while draining: revived, connections kept.
+//	  added while running                     listed at start
+//	        |                                       |
+//	        v      first check passes               v
+//	   unproven --------------------------------> up <-------------------.
+//	        | first check fails                  |  ^                    |
+//	        |                 strong evidence    |  | passing check      |
+//	        |          (refused, timed-out dial, v  |                    |
+//	        |           hang-up before any byte) suspended               |
+//	        |                                    |                       |
+//	        |        Fall failed checks in a row | (from up or suspended)|
+//	        '------------------------------> down ---- Rise passing -----'
+//	                                               checks in a row
+//
+//	weak evidence (hang-up after the client's bytes, no answer within the
+//	answer timeout) changes no state: it only brings the next check forward.
+//
+//	fail-open (the set): no upstream is up; Pick then returns suspended and
+//	down upstreams too, and the dial decides. No clients are reset.
+//
+//	draining: Reconcile without it; its connections go on for DrainTimeout,
+//	then the engine is told to close them. Listed again before that: the
+//	same node is revived, connections and state kept.
+//
+// docs/engine.md has the rules in full.
 //
 // # Rules the engine relies on
 //

@@ -191,37 +191,39 @@ func (s *Set) Nodes() []*Node {
 // Reconcile replaces the set with endpoints. Upstreams that stay keep
 // their health state and connections; new ones are checked at once and
 // used once they pass (an EndpointSlice is not trusted to name only
-// working API servers); those that leave drain. An empty set is refused: the proxy never ends up with
-// nothing to send connections to.
+// working API servers); those that leave drain. An empty set is refused:
+// the proxy never ends up with nothing to send connections to.
 func (s *Set) Reconcile(endpoints []Endpoint) error {
 	if len(endpoints) == 0 {
 		return ErrEmptySet
 	}
 
+	drain := s.rules.Load().DrainTimeout
+
 	s.mu.Lock()
 	old := s.nodes
 	s.nodes = s.reuse(endpoints)
-	nodes := slices.Clone(s.nodes)
-	s.updateFailOpen()
-	s.unlock()
 
-	for _, n := range nodes {
+	for _, n := range old {
+		if !slices.Contains(s.nodes, n) {
+			s.retire(n, drain)
+		}
+	}
+
+	for _, n := range s.nodes {
 		switch {
 		case slices.Contains(old, n):
 		case n.revived:
-			s.log.Info("upstream listed again while draining; its connections stay",
+			s.note(zap.InfoLevel, "upstream listed again while draining; its connections stay",
 				zap.String("upstream", n.addr), zap.Int64("active_connections", n.Active()))
 		default:
-			s.log.Info("upstream added", zap.String("upstream", n.addr), zap.Strings("sources", n.sources))
+			s.note(zap.InfoLevel, "upstream added", zap.String("upstream", n.addr), zap.Strings("sources", n.sources))
 			s.poke() // due at once
 		}
 	}
 
-	for _, n := range old {
-		if !slices.Contains(nodes, n) {
-			s.retire(n)
-		}
-	}
+	s.updateFailOpen()
+	s.unlock()
 
 	return nil
 }
@@ -231,7 +233,8 @@ func (s *Set) Reconcile(endpoints []Endpoint) error {
 // held or s is not shared yet.
 func (s *Set) reuse(endpoints []Endpoint) []*Node {
 	out := make([]*Node, 0, len(endpoints))
-	listed := make(map[string]*Node, len(endpoints))
+	listed := make(map[string]*Node, len(s.nodes))
+	placed := make(map[string]*Node, len(endpoints))
 
 	for _, n := range s.nodes {
 		n.revived = false
@@ -239,8 +242,8 @@ func (s *Set) reuse(endpoints []Endpoint) []*Node {
 	}
 
 	for _, ep := range endpoints {
-		if j := slices.IndexFunc(out, func(n *Node) bool { return n.addr == ep.Address }); j >= 0 {
-			out[j].sources = append(out[j].sources, ep.Sources...)
+		if n := placed[ep.Address]; n != nil {
+			n.sources = append(n.sources, ep.Sources...)
 
 			continue
 		}
@@ -255,6 +258,7 @@ func (s *Set) reuse(endpoints []Endpoint) []*Node {
 		}
 
 		n.sources = slices.Clone(ep.Sources)
+		placed[ep.Address] = n
 		out = append(out, n)
 	}
 
@@ -278,17 +282,12 @@ func (s *Set) revive(addr string) *Node {
 
 // retire lets the connections of a removed upstream go on for the drain
 // timeout, then has the engine close the rest so clients reconnect to a
-// listed one.
-func (s *Set) retire(n *Node) {
-	drain := s.rules.Load().DrainTimeout
-	s.log.Info("upstream removed; draining its connections",
+// listed one; s.mu is held. The address cannot be draining already:
+// listing it again revived the node that was.
+func (s *Set) retire(n *Node, drain time.Duration) {
+	s.note(zap.InfoLevel, "upstream removed; draining its connections",
 		zap.String("upstream", n.addr), zap.Int64("active_connections", n.Active()), zap.Duration("drain_timeout", drain))
 
-	s.mu.Lock()
-	defer s.mu.Unlock()
-
-	// The address cannot be draining already: listing it again revived
-	// the node that was.
 	s.draining[n.addr] = n
 
 	var t clock.Timer

@@ -223,7 +223,7 @@ func (s *session) beforeAnswer(err error) error {
 
 	clientDone := errors.Is(se.err, io.EOF) && s.c2u.eof
 	if !clientDone && (errors.Is(se.err, io.EOF) || errors.Is(se.err, unix.ECONNRESET)) {
-		return s.moveOn(se.err)
+		return s.moveOn(se.err, upstream.EndedBeforeAnswer)
 	}
 
 	return err
@@ -247,7 +247,7 @@ func (s *session) clientToUpstream() error {
 			case errors.Is(err, unix.EINTR):
 				continue
 			case err != nil && s.replay && !s.answered():
-				return s.moveOn(unix.ECONNRESET)
+				return s.moveOn(unix.ECONNRESET, upstream.EndedBeforeAnswer)
 			case err != nil:
 				return err
 			}
@@ -334,8 +334,8 @@ func (s *session) blocked(dst *side) error {
 // byte is at fault; one that hung up on what the client sent may not be
 // (garbage is hung up on), so that moves a client once and only has the
 // upstream checked: one bad client costs one extra upstream connection
-// and takes no upstream out.
-func (s *session) moveOn(cause error) error {
+// and takes no upstream out. weak is the evidence reported then.
+func (s *session) moveOn(cause error, weak upstream.Evidence) error {
 	failed := s.n
 	ev := upstream.EndedUnasked
 
@@ -344,12 +344,12 @@ func (s *session) moveOn(cause error) error {
 	// up on in the end too.
 	if s.sent > 0 || time.Since(s.linkedAt) > unaskedWithin {
 		if s.movedOnce {
-			s.l.report(failed, upstream.EndedBeforeAnswer, cause)
+			s.l.report(failed, weak, cause)
 
 			return cause
 		}
 
-		ev, s.movedOnce = upstream.EndedBeforeAnswer, true
+		ev, s.movedOnce = weak, true
 	}
 
 	s.l.report(failed, ev, cause)
@@ -381,7 +381,7 @@ func (s *session) answerDue() {
 		return
 	}
 
-	if err := s.moveOn(errNoAnswer); err != nil {
+	if err := s.moveOn(errNoAnswer, upstream.NoAnswer); err != nil {
 		s.fail(err)
 	}
 }

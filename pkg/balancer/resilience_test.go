@@ -959,3 +959,66 @@ func TestLatencyTiersPreferTheFaster(t *testing.T) {
 		t.Fatalf("with the fast one gone, served by %q", name)
 	}
 }
+
+// An upstream that does not answer a new client's first bytes within the
+// answer timeout loses the client to another upstream, once; it stays in
+// rotation (a partial request is never answered either), and is checked.
+func TestNoAnswerMovesOnce(t *testing.T) {
+	t.Parallel()
+
+	var hungConns atomic.Int32
+
+	hung := func() string {
+		return serveEach(t, func(c net.Conn) { // reads, never answers
+			hungConns.Add(1)
+			defer c.Close()
+			_, _ = io.Copy(io.Discard, c)
+		})
+	}
+
+	s := quiet
+	s.AnswerTimeout = 100 * time.Millisecond
+
+	t.Run("to a live one", func(t *testing.T) {
+		b := startOn(t, listen(t), s, true, hung(), replier(t, "b"))
+
+		if got := ask(t, b, "hello"); got != "b:hello" {
+			t.Fatalf("answer %q, want b:hello after the hung upstream's timeout", got)
+		}
+
+		if n := b.Stats().Replayed; n != 1 {
+			t.Fatalf("replayed %d, want 1", n)
+		}
+
+		if !b.Ready() || !statusOf(t, b, b.Status()[0].Address).Healthy {
+			t.Fatal("no answer within the timeout took the upstream out")
+		}
+	})
+
+	t.Run("never more than once", func(t *testing.T) {
+		hungConns.Store(0)
+		b := startOn(t, listen(t), s, true, hung(), hung(), hung())
+		before := hungConns.Load() // the checks
+
+		c, err := dialProxy(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+
+		if _, err := io.WriteString(c, "partial"); err != nil {
+			t.Fatal(err)
+		}
+
+		waitFor(t, "the move", func() bool { return b.Stats().Replayed == 1 })
+
+		_ = c.SetReadDeadline(time.Now().Add(5 * s.AnswerTimeout))
+		if _, err := c.r.ReadByte(); err == nil {
+			t.Fatal("a hung upstream answered")
+		}
+
+		if n := hungConns.Load() - before; n != 2 {
+			t.Fatalf("%d upstream connections for one client, want 2", n)
+		}
+	})
+}

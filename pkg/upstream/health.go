@@ -19,6 +19,7 @@ func (s *Set) Record(n *Node, r Result) {
 
 	s.mu.Lock()
 	was := n.usable()
+	first := n.lastCheck.IsZero()
 	n.checking = false
 	n.lastCheck = s.clk.Now()
 	n.latency = r.Latency
@@ -26,7 +27,7 @@ func (s *Set) Record(n *Node, r Result) {
 	if r.Err != nil {
 		s.failed(n, r.Err, rules)
 	} else {
-		s.passed(n, r.Latency, rules)
+		s.passed(n, r.Latency, rules, first)
 	}
 
 	s.changed(n, was)
@@ -57,7 +58,7 @@ func (s *Set) failed(n *Node, err error, rules *Rules) {
 }
 
 // passed counts a passing check; s.mu is held.
-func (s *Set) passed(n *Node, latency time.Duration, rules *Rules) {
+func (s *Set) passed(n *Node, latency time.Duration, rules *Rules, first bool) {
 	n.passes++
 	n.fails = 0
 	n.tier = tierOf(rules.Tiers, latency)
@@ -69,10 +70,16 @@ func (s *Set) passed(n *Node, latency time.Duration, rules *Rules) {
 		n.unproven, n.healthy = false, true
 	}
 
-	if n.healthy {
+	switch {
+	case n.healthy && first:
+		// Anywhere within the first interval: daemons started together
+		// (a fleet-wide restart) must not check together ever after.
+		n.backoff = 0
+		n.due = s.clk.Now().Add(time.Duration(s.rand() * float64(rules.Interval)))
+	case n.healthy:
 		n.backoff = 0
 		s.schedule(n, rules.Interval)
-	} else {
+	default:
 		s.schedule(n, rules.Retry) // rising: confirm soon
 	}
 }

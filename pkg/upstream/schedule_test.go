@@ -35,6 +35,23 @@ func TestCheckSchedule(t *testing.T) {
 	m.Record(na, Result{})
 	m.Record(m.node(t, b), Result{})
 
+	// The first check is followed by one anywhere within the interval
+	// (Rand 0.5: half of it), so a fleet started together spreads out.
+	m.clk.Step(time.Minute - time.Millisecond)
+
+	if got := dueNow(m); len(got) != 0 {
+		t.Fatalf("due %v before the staggered second check", got)
+	}
+
+	m.clk.Step(time.Millisecond)
+
+	if got := dueNow(m); !slices.Equal(got, []string{a, b}) {
+		t.Fatalf("due %v at the staggered second check, want both", got)
+	}
+
+	m.Record(na, Result{})
+	m.Record(m.node(t, b), Result{})
+
 	// Well: every interval.
 	m.clk.Step(2*time.Minute - time.Millisecond)
 

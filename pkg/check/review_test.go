@@ -1,0 +1,41 @@
+package check
+
+// Review findings (branch review): each test here fails on main.
+
+import (
+	"testing"
+	"time"
+
+	"go.uber.org/zap/zaptest"
+	clocktesting "k8s.io/utils/clock/testing"
+)
+
+// The first round of checks runs inside the schedule's goroutine, which
+// waits for every first check before its first turn (run: first.Wait()).
+// A first check may take health_timeout, which validation allows up to
+// health_interval (2 min); Alive calls the schedule stuck after 3 heartbeats
+// (15 s). With a blackholed upstream at start and health_timeout over 15 s,
+// /healthz fails and the watchdog pings stop (WatchdogSec=10s): systemd
+// restarts a working proxy, over and over, for as long as that upstream
+// stays blackholed. An upstream added by discovery during that round is not
+// checked until it ends either.
+func TestReviewAliveDuringAFirstCheckWithinItsTimeout(t *testing.T) {
+	t.Parallel()
+
+	clk := clocktesting.NewFakeClock(time.Unix(1e9, 0))
+	h := newHeld()
+	p := New(newSet(t, 1), Settings{Timeout: time.Minute, Check: h}, zaptest.NewLogger(t), clk)
+	p.Start()
+	t.Cleanup(func() {
+		h.release <- nil
+		p.Stop()
+	})
+
+	<-h.started // a first check, well within its 1 min timeout
+
+	clk.Step(3*heartbeat + time.Second)
+
+	if err := p.Alive(); err != nil {
+		t.Fatalf("the schedule waits for a check within its timeout, yet Alive says: %v", err)
+	}
+}

@@ -3,8 +3,12 @@ package check
 // Review findings (branch review): each test here fails on main.
 
 import (
+	"context"
+	"fmt"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"go.uber.org/zap/zaptest"
 	clocktesting "k8s.io/utils/clock/testing"
@@ -37,5 +41,34 @@ func TestReviewAliveDuringAFirstCheckWithinItsTimeout(t *testing.T) {
 
 	if err := p.Alive(); err != nil {
 		t.Fatalf("the schedule waits for a check within its timeout, yet Alive says: %v", err)
+	}
+}
+
+// noPort fails as a TCP check does when this host has no local port left
+// for the upstream's address (see balancer's TestReviewNoLocalPortIsNotEvidence).
+type noPort struct{}
+
+func (noPort) Check(_ context.Context, addr string) error {
+	return fmt.Errorf("dial tcp %s: connect: %w", addr, unix.EADDRNOTAVAIL)
+}
+
+// A check that could not even be made for want of a local port says
+// nothing of the upstream, like one that found no descriptor
+// (localShortage): recorded as a failure, it takes a working API server out
+// (fall 1, the default) and, after a second one, resets its clients.
+func TestReviewNoLocalPortCheckIsSkipped(t *testing.T) {
+	t.Parallel()
+
+	set := newSet(t, 1)
+	p := New(set, Settings{Timeout: time.Minute, Check: noPort{}}, zaptest.NewLogger(t), nil)
+	p.Start()
+	t.Cleanup(p.Stop)
+
+	if err := p.WaitFirstRound(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+
+	if st := set.Status()[0]; !st.Healthy || st.LastError != "" {
+		t.Fatalf("a check that found no local port was recorded against the upstream: %+v", st)
 	}
 }

@@ -95,7 +95,7 @@ type Balancer struct {
 	idleOnce sync.Once
 
 	stats counters
-	noise struct{ dialFailed, rejected, replayed, overLimit noisy }
+	noise struct{ dialFailed, rejected, replayed, overLimit, starved noisy }
 	// replayHeld is what sessions keep in total for a replay; over
 	// replayBudget a session gives up its copy (see session.keep).
 	replayHeld   atomic.Int64

@@ -14,18 +14,17 @@ func (l *loop) admit(fd int) {
 	b := l.b
 	b.stats.accepted.Add(1)
 
-	if limit := b.settings.Load().MaxConnections; limit > 0 && b.live.Load() >= int64(limit) {
+	if !b.admitOne() {
 		// A reset, not a wait in the backlog: the client fails at once and
 		// can try again; one runaway client cannot take every descriptor.
 		_ = unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
 		_ = unix.Close(fd)
 		b.stats.overLimit.Add(1)
-		b.noise.overLimit.note(l, zap.WarnLevel, "connection over max_connections reset", zap.Int("max_connections", limit))
+		b.noise.overLimit.note(l, zap.WarnLevel, "connection over max_connections reset",
+			zap.Int("max_connections", b.settings.Load().MaxConnections))
 
 		return
 	}
-
-	b.live.Add(1)
 
 	if b.draining.Load() {
 		_ = unix.Close(fd)
@@ -35,6 +34,23 @@ func (l *loop) admit(fd int) {
 	}
 
 	l.start(fd)
+}
+
+// admitOne counts a session in, unless max_connections are open. Loops
+// admit at once, so the count is claimed, not read and then added to.
+func (b *Balancer) admitOne() bool {
+	limit := int64(b.settings.Load().MaxConnections)
+
+	for {
+		live := b.live.Load()
+		if limit > 0 && live >= limit {
+			return false
+		}
+
+		if b.live.CompareAndSwap(live, live+1) {
+			return true
+		}
+	}
 }
 
 // sessionEnded counts a session out and tells a drain waiting for the

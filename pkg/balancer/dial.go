@@ -148,7 +148,7 @@ func (s *session) starve(err error) bool {
 	}
 
 	if !s.starved {
-		s.l.note(zap.WarnLevel, "no descriptor to dial an upstream with; retrying", zap.Error(err))
+		s.b.noise.starved.note(s.l, zap.WarnLevel, "no descriptor, memory or local port to dial an upstream with; retrying", zap.Error(err))
 	}
 
 	s.starved = true
@@ -158,10 +158,11 @@ func (s *session) starve(err error) bool {
 	return true
 }
 
-// localShortage reports that this process is out of descriptors or memory:
-// nothing an upstream or a client did.
+// localShortage reports that this host is out of descriptors, memory or
+// local ports (EADDRNOTAVAIL: every port to the upstream's address is in
+// use or in TIME_WAIT): nothing an upstream or a client did.
 func localShortage(err error) bool {
-	return isErrno(err, unix.EMFILE, unix.ENFILE, unix.ENOBUFS, unix.ENOMEM)
+	return isErrno(err, unix.EMFILE, unix.ENFILE, unix.ENOBUFS, unix.ENOMEM, unix.EADDRNOTAVAIL)
 }
 
 func isErrno(err error, errnos ...unix.Errno) bool {

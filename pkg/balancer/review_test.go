@@ -1,6 +1,6 @@
 package balancer
 
-// Review findings (branch review): each test here fails on main.
+// Found by an adversarial review; each test here failed before its fix.
 
 import (
 	"fmt"

@@ -115,13 +115,17 @@ func (p *Prober) Alive() error {
 func (p *Prober) run() {
 	due, next := p.set.Due()
 
+	// The first checks may take their whole timeout: the schedule goes on
+	// turning meanwhile (Alive, upstreams added by discovery).
 	var first sync.WaitGroup
 	for _, n := range due {
 		first.Go(func() { p.probe(n) })
 	}
 
-	first.Wait()
-	close(p.first)
+	p.wg.Go(func() {
+		first.Wait()
+		close(p.first)
+	})
 
 	for {
 		p.lastLoop.Store(p.clk.Now().UnixNano())
@@ -182,7 +186,7 @@ func (p *Prober) probe(n *upstream.Node) {
 		// Out of descriptors or memory here says nothing of the upstream:
 		// taking it out (and resetting its clients) would turn a local
 		// shortage into an outage.
-		p.log.Warn("health check not run: the process is short of descriptors or memory",
+		p.log.Warn("health check not run: the host is short of descriptors, memory or local ports",
 			zap.String("upstream", n.Addr()), zap.Error(err))
 		p.set.Skip(n)
 	default:
@@ -190,10 +194,10 @@ func (p *Prober) probe(n *upstream.Node) {
 	}
 }
 
-// localShortage reports that this process is out of descriptors or memory:
-// nothing an upstream did.
+// localShortage reports that this host is out of descriptors, memory or
+// local ports: nothing an upstream did.
 func localShortage(err error) bool {
-	for _, errno := range []unix.Errno{unix.EMFILE, unix.ENFILE, unix.ENOBUFS, unix.ENOMEM} {
+	for _, errno := range []unix.Errno{unix.EMFILE, unix.ENFILE, unix.ENOBUFS, unix.ENOMEM, unix.EADDRNOTAVAIL} {
 		if errors.Is(err, errno) {
 			return true
 		}

@@ -58,7 +58,7 @@ func (s *Set) Report(n *Node, e Evidence, err error) {
 
 	switch {
 	case e == Answered:
-		if !n.usable() {
+		if n.healthy && n.suspended {
 			s.soon(n)
 		}
 	case e.Strong():
@@ -68,8 +68,6 @@ func (s *Set) Report(n *Node, e Evidence, err error) {
 		s.changed(n, was)
 		s.soon(n)
 	default:
-		if n.usable() {
-			s.soon(n)
-		}
+		s.soon(n)
 	}
 }

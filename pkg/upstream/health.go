@@ -46,6 +46,20 @@ func (s *Set) failed(n *Node, err error, rules *Rules) {
 	n.passes = 0
 	n.lastErr = err
 	n.unproven = false // a failed first check: rise as any failed upstream
+	n.byEvidence = false
+
+	if n.failedSince.IsZero() {
+		n.failedSince = s.clk.Now()
+
+		// Is it this one alone, or all of them (etcd, the check CA)? The
+		// others are asked soon: only one that passes after this failure
+		// began is a reason to reset this one's clients (resetDue).
+		for _, m := range s.nodes {
+			if m != n && m.usable() {
+				s.bringForward(m, rules.Retry)
+			}
+		}
+	}
 
 	if n.healthy && n.fails >= max(rules.Fall, 1) {
 		n.healthy = false
@@ -65,6 +79,13 @@ func (s *Set) passed(n *Node, latency time.Duration, rules *Rules, first bool) {
 	n.suspended = false
 	n.lastErr = nil
 	n.reset = false
+	n.lastPass = s.clk.Now()
+	n.failedSince = time.Time{}
+
+	if n.byEvidence { // and it passed: the next such check waits longer
+		n.byEvidence = false
+		n.gap = min(2*n.gap, rules.Interval)
+	}
 
 	if n.unproven || !n.healthy && n.passes >= max(rules.Rise, 1) {
 		n.unproven, n.healthy = false, true
@@ -86,17 +107,18 @@ func (s *Set) passed(n *Node, latency time.Duration, rules *Rules, first bool) {
 
 // resetDue decides whether the clients of n, which just failed a check,
 // are to be reset; s.mu is held. Only once per failure, never on a single
-// failed check, and only when another upstream is usable for them to go
-// to: when all fail together (etcd stalls, the check CA is rotated), the
-// API servers mostly still serve, and cutting every watch of every node
-// would turn a blip into a relist storm.
+// failed check, and only when another upstream passed a check since this
+// one began to fail, and is usable for them to go to: when all fail
+// together (etcd stalls, the check CA is rotated), the API servers mostly
+// still serve, and cutting every watch of every node would turn a blip
+// into a relist storm.
 func (s *Set) resetDue(n *Node, rules *Rules) bool {
 	if !rules.ResetOnFailure || n.healthy || n.reset || n.fails < max(rules.Fall, 2) {
 		return false
 	}
 
 	for _, m := range s.nodes {
-		if m != n && m.usable() {
+		if m != n && m.usable() && m.lastPass.After(n.failedSince) {
 			n.reset = true
 
 			return true
@@ -141,7 +163,7 @@ func (s *Set) updateFailOpen() {
 	open := true
 
 	for _, n := range s.nodes {
-		if n.usable() {
+		if n.usable() || n.unproven { // a new one is not failing: it is about to be checked
 			open = false
 
 			break

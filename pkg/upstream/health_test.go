@@ -15,12 +15,19 @@ type step struct {
 	closed  []closed        // every close asked for so far
 }
 
+// pass and fail record a check a moment after the step before.
 func pass(addr string) func(*model, *testing.T) {
-	return func(m *model, t *testing.T) { m.Record(m.node(t, addr), Result{Latency: time.Millisecond}) }
+	return func(m *model, t *testing.T) {
+		m.clk.Step(time.Millisecond)
+		m.Record(m.node(t, addr), Result{Latency: time.Millisecond})
+	}
 }
 
 func fail(addr string) func(*model, *testing.T) {
-	return func(m *model, t *testing.T) { m.Record(m.node(t, addr), Result{Err: errCheck}) }
+	return func(m *model, t *testing.T) {
+		m.clk.Step(time.Millisecond)
+		m.Record(m.node(t, addr), Result{Err: errCheck})
+	}
 }
 
 func report(addr string, e Evidence) func(*model, *testing.T) {
@@ -46,12 +53,14 @@ func TestHealthTransitions(t *testing.T) {
 	}{
 		{"fall and rise", Rules{Fall: 2, Rise: 2, ResetOnFailure: true}, []step{
 			{do: fail(a), healthy: up(a, b)}, // suspect: one failure of two
+			{do: pass(b), healthy: up(a, b)}, // asked at once: b is fine
 			{do: fail(a), healthy: up(b), closed: []closed{{a, ReasonFailed}}},
 			{do: pass(a), healthy: up(b), closed: []closed{{a, ReasonFailed}}}, // rising
 			{do: pass(a), healthy: up(a, b), closed: []closed{{a, ReasonFailed}}},
 		}},
 		{"no single failed check resets", Rules{Fall: 1, Rise: 1, ResetOnFailure: true}, []step{
 			{do: fail(a), healthy: up(b)},
+			{do: pass(b), healthy: up(b)},
 			{do: fail(a), healthy: up(b), closed: []closed{{a, ReasonFailed}}},
 			{do: fail(a), healthy: up(b), closed: []closed{{a, ReasonFailed}}}, // once per failure
 			{do: pass(a), healthy: up(a, b), closed: []closed{{a, ReasonFailed}}},
@@ -77,7 +86,15 @@ func TestHealthTransitions(t *testing.T) {
 		}},
 		{"no reset without reset_on_failure", Rules{Fall: 1, Rise: 1}, []step{
 			{do: fail(a), healthy: up(b)},
+			{do: pass(b), healthy: up(b)},
 			{do: fail(a), healthy: up(b)},
+		}},
+		{"no reset unless another passed since the failure began", Rules{Fall: 1, Rise: 1, ResetOnFailure: true}, []step{
+			{do: pass(b), healthy: up(a, b)},
+			{do: fail(a), healthy: up(b)},
+			{do: fail(a), healthy: up(b)}, // b's last pass is older than a's failure
+			{do: pass(b), healthy: up(b)},
+			{do: fail(a), healthy: up(b), closed: []closed{{a, ReasonFailed}}},
 		}},
 		{"strong evidence suspends until a passing check", Rules{Fall: 1, Rise: 1, ResetOnFailure: true}, []step{
 			{do: report(a, DialRefused), healthy: up(b)},

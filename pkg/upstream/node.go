@@ -44,6 +44,12 @@ type Node struct {
 	lastCheck time.Time     // when the last check was recorded
 	backoff   time.Duration // the current retry delay while failing
 	reset     bool          // its clients were reset since it last passed
+
+	lastPass     time.Time     // of its last passing check
+	failedSince  time.Time     // first failed check since it last passed; zero if passing
+	gap          time.Duration // least time from a check to one brought forward by evidence
+	lastEvidence time.Time     // when evidence last brought a check forward
+	byEvidence   bool          // its next check was brought forward by evidence
 }
 
 func newNode(addr string, now time.Time) *Node {

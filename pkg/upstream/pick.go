@@ -15,12 +15,13 @@ func (s *Set) Pick(tried []*Node) (*Node, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 
+	// The best of each class: usable, suspended, failing. Within a class,
+	// the lowest tier, then the fewest connections, ties in round-robin
+	// order, so that even a node whose every upstream is suspended (its
+	// own network blipped) spreads its clients.
 	var (
-		best       *Node
-		bestIdx    int
-		lastResort *Node
-		failing    *Node
-		failingIdx int
+		best [3]*Node
+		at   [3]int
 	)
 
 	count := len(s.nodes)
@@ -28,36 +29,30 @@ func (s *Set) Pick(tried []*Node) (*Node, error) {
 		i := (s.cursor + 1 + j) % count
 		n := s.nodes[i]
 
-		switch {
-		case slices.Contains(tried, n):
+		if slices.Contains(tried, n) {
 			continue
+		}
+
+		c := 0
+
+		switch {
 		case !n.healthy:
-			if failing == nil {
-				failing, failingIdx = n, i
-			}
+			c = 2
 		case n.suspended:
-			if lastResort == nil {
-				lastResort = n
-			}
-		case best == nil || n.tier < best.tier || (n.tier == best.tier && n.Active() < best.Active()):
-			best, bestIdx = n, i
+			c = 1
+		}
+
+		if b := best[c]; b == nil || n.tier < b.tier || (n.tier == b.tier && n.Active() < b.Active()) {
+			best[c], at[c] = n, i
 		}
 	}
 
-	if best != nil {
-		s.cursor = bestIdx
+	for c, n := range best {
+		if n != nil {
+			s.cursor = at[c]
 
-		return best, nil
-	}
-
-	if lastResort != nil {
-		return lastResort, nil
-	}
-
-	if failing != nil {
-		s.cursor = failingIdx // fail-open: spread over them
-
-		return failing, nil
+			return n, nil
+		}
 	}
 
 	return nil, ErrNoUpstreams

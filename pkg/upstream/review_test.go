@@ -1,7 +1,6 @@
 package upstream
 
-// Review findings (branch review): each test here fails on main and
-// proves one defect; see the report for the fix suggested.
+// Found by an adversarial review; each test here failed before its fix.
 
 import (
 	"testing"

@@ -20,20 +20,48 @@ func (s *Set) schedule(n *Node, d time.Duration) {
 	n.due = s.clk.Now().Add(d)
 }
 
-// soon brings n's next check forward to now, or to Retry after its last
-// one; s.mu is held.
+// soon brings n's next check forward because the traffic saw something;
+// s.mu is held. Only for an upstream that passes its checks: a failing one
+// is retried on its backoff whatever the traffic says (every refused client
+// of a fail-open node would otherwise have it checked every second). The
+// least time after its last check doubles with each brought-forward check
+// that passes, from Retry to Interval, and starts over after an Interval
+// without evidence: no client can multiply the checks an API server gets.
 func (s *Set) soon(n *Node) {
-	at := n.lastCheck.Add(s.rules.Load().Retry)
+	if !n.healthy {
+		return
+	}
+
+	rules := s.rules.Load()
+	now := s.clk.Now()
+
+	if n.gap == 0 || now.Sub(n.lastEvidence) > rules.Interval {
+		n.gap = rules.Retry
+	}
+
+	n.lastEvidence = now
+
+	if s.bringForward(n, n.gap) {
+		n.byEvidence = true
+	}
+}
+
+// bringForward moves n's next check to gap after its last one, or now,
+// if that is sooner than planned; s.mu is held.
+func (s *Set) bringForward(n *Node, gap time.Duration) bool {
+	at := n.lastCheck.Add(gap)
 	if now := s.clk.Now(); at.Before(now) {
 		at = now
 	}
 
 	if n.checking || !at.Before(n.due) {
-		return
+		return false
 	}
 
 	n.due = at
 	s.poke()
+
+	return true
 }
 
 func (s *Set) poke() {

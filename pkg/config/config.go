@@ -35,6 +35,7 @@ type Config struct {
 	TLSServerName   string
 	StateDirectory  string
 	CacheTTL        time.Duration
+	MaxDiscovered   int
 	LogLevel        string
 	LogFormat       string
 }
@@ -63,6 +64,7 @@ func Default() Config {
 		TLSServerName:   "kubernetes.default.svc",
 		StateDirectory:  "/var/lib/extractedprism",
 		CacheTTL:        7 * 24 * time.Hour,
+		MaxDiscovered:   64,
 		LogLevel:        "info",
 		LogFormat:       "console",
 	}

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"strconv"
 	"sync"
@@ -68,6 +69,9 @@ type Daemon struct {
 
 	watcher *discovery.Watcher // nil when discovery is off
 
+	listen netip.AddrPort            // the proxy listener's address
+	self   func(netip.AddrPort) bool // whether an address reaches the listener
+
 	mu           sync.Mutex
 	cfg          config.Config
 	reloadErr    error
@@ -82,8 +86,6 @@ type Daemon struct {
 func New(opts Options) (*Daemon, error) {
 	cfg := opts.Config
 	d := &Daemon{opts: opts, cfg: cfg, log: opts.Logger, notify: opts.Notifier}
-	d.set.static = canonical(cfg.Endpoints)
-	d.loadCache()
 
 	if d.notify == nil {
 		d.notify = nopNotifier{}
@@ -93,6 +95,12 @@ func New(opts Options) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
+
+	// What reaches the listener is known now: keep it out of the set.
+	d.listen, _ = netip.ParseAddrPort(ln.Addr().String())
+	d.self = selfCheck(d.listen, net.InterfaceAddrs)
+	d.set.static = d.staticEndpoints(cfg.Endpoints)
+	d.loadCache()
 
 	hln, err := d.listener(opts.HealthListener, "health", cfg.HealthAddress, cfg.HealthPort)
 	if err != nil {

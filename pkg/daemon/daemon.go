@@ -52,6 +52,8 @@ type Options struct {
 	Watchdog time.Duration
 	// Loops is the number of relay loops; zero means GOMAXPROCS.
 	Loops int
+	// Health bounds the health server; zero values are its defaults.
+	Health health.Options
 
 	// Reload re-reads the configuration; each value on Reloads asks for it.
 	Reload  func() (config.Config, error)
@@ -65,6 +67,9 @@ type Daemon struct {
 	notify  Notifier
 	lb      *balancer.Balancer
 	hs      *health.Server
+	hln     net.Listener  // bound or inherited in New, nil if the bind failed
+	hlnErr  error         // why it failed
+	hsDone  chan struct{} // closed when the health server has stopped
 	started time.Time
 
 	watcher *discovery.Watcher // nil when discovery is off
@@ -102,11 +107,11 @@ func New(opts Options) (*Daemon, error) {
 	d.set.static = d.staticEndpoints(cfg.Endpoints)
 	d.loadCache()
 
-	hln, err := d.listener(opts.HealthListener, "health", cfg.HealthAddress, cfg.HealthPort)
-	if err != nil {
-		_ = ln.Close()
-
-		return nil, err
+	// A health port another process holds is no reason not to proxy: the
+	// health server keeps trying to bind it (see Run).
+	d.hln, d.hlnErr = d.listener(opts.HealthListener, "health", cfg.HealthAddress, cfg.HealthPort)
+	if err := d.hlnErr; err != nil {
+		d.log.Error("health server cannot listen; proxying anyway and retrying", zap.Error(err))
 	}
 
 	d.lb, err = balancer.New(balancer.Options{
@@ -117,17 +122,20 @@ func New(opts Options) (*Daemon, error) {
 	}, d.set.endpoints())
 	if err != nil {
 		_ = ln.Close()
-		_ = hln.Close()
+
+		if d.hln != nil {
+			_ = d.hln.Close()
+		}
 
 		return nil, fmt.Errorf("balancer: %w", err)
 	}
 
-	d.hs = health.New(hln, health.Checks{
+	d.hs = health.New(health.Checks{
 		Alive:   d.lb.Alive,
 		Ready:   d.ready,
 		Status:  func() any { return d.Status() },
 		Metrics: metrics.Handler(metrics.NewRegistry(d.metrics, version.Get())),
-	}, d.log)
+	}, d.log, opts.Health)
 
 	return d, nil
 }
@@ -173,8 +181,18 @@ func (d *Daemon) balancerSettings(c config.Config) balancer.Settings {
 // ProxyAddr is where clients connect.
 func (d *Daemon) ProxyAddr() net.Addr { return d.lb.Addr() }
 
-// HealthAddr is where the health server listens.
-func (d *Daemon) HealthAddr() net.Addr { return d.hs.Addr() }
+// HealthAddr is where the health server listens; nil while it cannot.
+func (d *Daemon) HealthAddr() net.Addr {
+	if a := d.hs.Addr(); a != nil {
+		return a
+	}
+
+	if d.hln != nil { // bound in New, about to be served
+		return d.hln.Addr()
+	}
+
+	return nil
+}
 
 // statusEvery is how often STATUS= is refreshed when it changed.
 const statusEvery = time.Second
@@ -188,9 +206,14 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return fmt.Errorf("starting balancer: %w", err)
 	}
 
-	hsErr := make(chan error, 1)
+	d.hsDone = make(chan struct{})
 
-	go func() { hsErr <- d.hs.Serve() }()
+	go func() {
+		defer close(d.hsDone)
+
+		c := d.config()
+		d.hs.Run(d.hln, net.JoinHostPort(c.HealthAddress, strconv.Itoa(c.HealthPort)))
+	}()
 
 	// Ready as soon as the listener is served, never gated on upstream
 	// health: on a control-plane node the API server is a static pod that
@@ -198,7 +221,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	summary := d.summary()
 	d.notify.Notify("READY=1\nSTATUS=" + summary)
 	d.log.Info("serving",
-		zap.Stringer("listen", d.lb.Addr()), zap.Stringer("health", d.hs.Addr()),
+		zap.Stringer("listen", d.lb.Addr()), zap.String("health", d.healthAddr()),
 		zap.Strings("endpoints", d.config().Endpoints), zap.String("version", version.Get().Version))
 
 	wdCtx, stopWatchdog := context.WithCancel(context.Background())
@@ -227,8 +250,6 @@ loop:
 		case <-d.lb.Done():
 			runErr = d.lb.Err()
 
-			break loop
-		case runErr = <-hsErr:
 			break loop
 		case <-d.opts.Reloads:
 			d.reload()
@@ -269,6 +290,8 @@ func (d *Daemon) shutdown() {
 		d.log.Warn("health server did not stop cleanly", zap.Error(err))
 	}
 
+	<-d.hsDone
+
 	hcancel()
 
 	d.log.Info("stopped", zap.Int("drained", active-cut), zap.Int("closed", cut))
@@ -304,9 +327,24 @@ func (d *Daemon) Status() status.Document {
 	}
 }
 
+// healthAddr is the health server's address, or why it has none.
+func (d *Daemon) healthAddr() string {
+	if a := d.HealthAddr(); a != nil {
+		return a.String()
+	}
+
+	return "not listening"
+}
+
 // summary is the one-line state for STATUS=.
 func (d *Daemon) summary() string {
 	s := d.Status().Summary()
+
+	if err := d.hs.BindError(); err != nil {
+		s += "; health server not listening: " + err.Error()
+	} else if d.hs.Addr() == nil && d.hlnErr != nil { // before its first retry
+		s += "; health server not listening: " + d.hlnErr.Error()
+	}
 
 	d.mu.Lock()
 	defer d.mu.Unlock()

@@ -127,7 +127,10 @@ func newOnly(t *testing.T, change func(*config.Config)) *Daemon {
 
 	t.Cleanup(func() {
 		d.lb.Shutdown(context.Background())
-		d.hs.Shutdown(context.Background()) //nolint:errcheck // never served
+
+		if d.hln != nil {
+			d.hln.Close() // never served
+		}
 	})
 
 	return d
@@ -197,7 +200,10 @@ func TestStaticEndpointOnOwnListenerIsDropped(t *testing.T) {
 
 	t.Cleanup(func() {
 		d.lb.Shutdown(context.Background())
-		d.hs.Shutdown(context.Background()) //nolint:errcheck // never served
+
+		if d.hln != nil {
+			d.hln.Close() // never served
+		}
 	})
 
 	if want := []string{"127.0.5.9:7"}; !slices.Equal(d.set.static, want) {

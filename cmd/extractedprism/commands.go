@@ -80,6 +80,8 @@ func (r *runCmd) Run(e *env) error {
 		HealthListener: healthLn,
 		Notifier:       systemd.NewNotifier(log),
 		Watchdog:       watchdog,
+		SelfWatchdog:   selfWatchdog,
+		OnStall:        abort,
 		Loops:          loops,
 		Reload: func() (config.Config, error) {
 			l, err := load(r.Flags)
@@ -93,6 +95,17 @@ func (r *runCmd) Run(e *env) error {
 	}
 
 	return d.Run(e.ctx)
+}
+
+// selfWatchdog is how long the loops may stay stalled, when no service
+// manager keeps a watchdog (containers), before the process aborts to be
+// restarted: the unit's WatchdogSec.
+const selfWatchdog = 10 * time.Second
+
+// abort ends the process with SIGABRT, as systemd's watchdog does: the Go
+// runtime prints every goroutine's stack first, for the post-mortem.
+func abort() {
+	_ = syscall.Kill(os.Getpid(), syscall.SIGABRT)
 }
 
 type checkConfigCmd struct {

@@ -50,6 +50,11 @@ type Options struct {
 	Notifier Notifier
 	// Watchdog is the service manager's watchdog timeout; 0 for none.
 	Watchdog time.Duration
+	// SelfWatchdog, without a service manager's watchdog, is how long the
+	// loops may stay stalled before OnStall is called to end the process;
+	// 0 for never.
+	SelfWatchdog time.Duration
+	OnStall      func()
 	// Loops is the number of relay loops; zero means GOMAXPROCS.
 	Loops int
 	// Health bounds the health server; zero values are its defaults.
@@ -228,6 +233,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 	defer stopWatchdog()
 
 	go systemd.Watchdog(wdCtx, d.notify, d.opts.Watchdog, d.lb.Alive, d.log)
+
+	if d.opts.Watchdog <= 0 && d.opts.SelfWatchdog > 0 && d.opts.OnStall != nil {
+		go selfWatchdog(wdCtx, d.opts.SelfWatchdog, d.lb.Alive, d.opts.OnStall, d.log)
+	}
 
 	discoveryCtx, stopDiscovery := context.WithCancel(context.Background())
 	defer stopDiscovery()

@@ -11,9 +11,12 @@ import (
 	"os/signal"
 	"runtime"
 	"strconv"
+	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
+	sddaemon "github.com/coreos/go-systemd/v22/daemon"
 	"github.com/go-logr/zapr"
 	"k8s.io/klog/v2"
 
@@ -22,8 +25,10 @@ import (
 	"github.com/lexfrei/extractedprism/pkg/discovery"
 	"github.com/lexfrei/extractedprism/pkg/doctor"
 	"github.com/lexfrei/extractedprism/pkg/logging"
+	"github.com/lexfrei/extractedprism/pkg/startfail"
 	"github.com/lexfrei/extractedprism/pkg/status"
 	"github.com/lexfrei/extractedprism/pkg/systemd"
+	"github.com/lexfrei/extractedprism/pkg/terminal"
 	"github.com/lexfrei/extractedprism/pkg/version"
 )
 
@@ -32,6 +37,88 @@ type runCmd struct {
 }
 
 func (r *runCmd) Run(e *env) error {
+	failures := startFailures()
+	ready := &readyNotifier{onReady: failures.Started}
+
+	err := r.run(e, ready)
+	if err != nil && !ready.ready.Load() {
+		waitAfterFailedStart(e, failures, err)
+	}
+
+	return err
+}
+
+// startFailures counts failed starts under systemd (NOTIFY_SOCKET), in
+// the unit's state directory; elsewhere nothing is counted or waited for.
+func startFailures() startfail.Counter {
+	if os.Getenv("NOTIFY_SOCKET") == "" {
+		return startfail.Open("")
+	}
+
+	dir, _, _ := strings.Cut(os.Getenv("STATE_DIRECTORY"), ":")
+
+	return startfail.Open(dir)
+}
+
+// waitAfterFailedStart says in STATUS= why the start failed, then waits
+// before the process exits (startfail): the longer, the more starts in a
+// row failed. SIGTERM (systemctl stop or restart) ends the wait.
+func waitAfterFailedStart(e *env, failures startfail.Counter, err error) {
+	n, delay := failures.Failed()
+	if delay <= 0 {
+		return
+	}
+
+	status := fmt.Sprintf("start failed (%d in a row), exiting in %s: %s", n, delay, oneLine(err))
+	_, _ = sddaemon.SdNotify(false, "STATUS="+status+
+		"\nEXTEND_TIMEOUT_USEC="+strconv.FormatInt((delay+10*time.Second).Microseconds(), 10))
+	fmt.Fprintf(e.stderr, "extractedprism: %s\n", status)
+
+	t := time.NewTimer(delay)
+	defer t.Stop()
+
+	select {
+	case <-e.ctx.Done():
+	case <-t.C:
+	}
+}
+
+// maxStatusError bounds the error text in STATUS=.
+const maxStatusError = 300
+
+// oneLine is err for STATUS=, a single line: its first line, how many
+// more there are, escaped and bounded.
+func oneLine(err error) string {
+	first, rest, more := strings.Cut(err.Error(), "\n")
+	if more {
+		first += fmt.Sprintf(" (and %d more)", strings.Count(rest, "\n")+1)
+	}
+
+	first = terminal.Escape(first)
+	if len(first) > maxStatusError {
+		first = first[:maxStatusError] + "..."
+	}
+
+	return first
+}
+
+// readyNotifier passes messages to systemd and notes the first READY=1:
+// from then on the start has succeeded (onReady runs before it is sent).
+type readyNotifier struct {
+	next    daemon.Notifier
+	onReady func()
+	ready   atomic.Bool
+}
+
+func (n *readyNotifier) Notify(state string) {
+	if strings.Contains(state, "READY=1") && n.ready.CompareAndSwap(false, true) {
+		n.onReady()
+	}
+
+	n.next.Notify(state)
+}
+
+func (r *runCmd) run(e *env, notifier *readyNotifier) error {
 	l, err := load(r.Flags)
 	if err != nil {
 		return err
@@ -57,6 +144,8 @@ func (r *runCmd) Run(e *env) error {
 	loops := runtime.GOMAXPROCS(0)
 	runtime.GOMAXPROCS(loops + 1)
 
+	notifier.next = systemd.NewNotifier(log)
+
 	proxyLn, healthLn, err := systemd.Listeners()
 	if err != nil {
 		return err
@@ -78,7 +167,7 @@ func (r *runCmd) Run(e *env) error {
 		Level:          &level,
 		Listener:       proxyLn,
 		HealthListener: healthLn,
-		Notifier:       systemd.NewNotifier(log),
+		Notifier:       notifier,
 		Watchdog:       watchdog,
 		SelfWatchdog:   selfWatchdog,
 		OnStall:        abort,

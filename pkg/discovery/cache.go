@@ -117,7 +117,9 @@ func LoadCache(path string, ttl time.Duration, now time.Time, l Limits) (Cached,
 
 	// The most recently seen first, to keep those under the cap; then by
 	// address for the caller.
-	slices.SortFunc(c.Entries, func(a, b CacheEntry) int { return cmp.Or(b.LastSeen.Compare(a.LastSeen), cmp.Compare(a.Address, b.Address)) })
+	slices.SortFunc(c.Entries, func(a, b CacheEntry) int {
+		return cmp.Or(b.LastSeen.Compare(a.LastSeen), cmp.Compare(a.Address, b.Address))
+	})
 	c.Entries = c.Entries[:min(len(c.Entries), l.max())]
 	slices.SortFunc(c.Entries, func(a, b CacheEntry) int { return cmp.Compare(a.Address, b.Address) })
 

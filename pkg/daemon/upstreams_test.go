@@ -120,7 +120,16 @@ func newOnly(t *testing.T, change func(*config.Config)) *Daemon {
 	cfg.StateDirectory = t.TempDir()
 	change(&cfg)
 
-	d, err := New(Options{Config: cfg, Logger: zaptest.NewLogger(t)})
+	return newUnrun(t, Options{Config: cfg})
+}
+
+// newUnrun is New, with the sockets closed when the test ends.
+func newUnrun(t *testing.T, opts Options) *Daemon {
+	t.Helper()
+
+	opts.Logger = zaptest.NewLogger(t)
+
+	d, err := New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -193,18 +202,7 @@ func TestStaticEndpointOnOwnListenerIsDropped(t *testing.T) {
 	cfg.HealthAddress, cfg.HealthPort = "127.0.5.1", 0
 	cfg.EnableDiscovery = false
 
-	d, err := New(Options{Config: cfg, Logger: zaptest.NewLogger(t), Listener: ln})
-	if err != nil {
-		t.Fatal(err)
-	}
-
-	t.Cleanup(func() {
-		d.lb.Shutdown(context.Background())
-
-		if d.hln != nil {
-			d.hln.Close() // never served
-		}
-	})
+	d := newUnrun(t, Options{Config: cfg, Listener: ln})
 
 	if want := []string{"127.0.5.9:7"}; !slices.Equal(d.set.static, want) {
 		t.Fatalf("static set %v, want %v", d.set.static, want)

@@ -69,7 +69,7 @@ func waitAfterFailedStart(e *env, failures startfail.Counter, err error) {
 		return
 	}
 
-	status := fmt.Sprintf("start failed (%d in a row), exiting in %s: %s", n, delay, oneLine(err))
+	status := fmt.Sprintf("start failed (%d in a row), exiting in %s: %s", n, delay, terminal.Line(err.Error(), maxStatusError))
 	_, _ = sddaemon.SdNotify(false, "STATUS="+status+
 		"\nEXTEND_TIMEOUT_USEC="+strconv.FormatInt((delay+10*time.Second).Microseconds(), 10))
 	fmt.Fprintf(e.stderr, "extractedprism: %s\n", status)
@@ -85,22 +85,6 @@ func waitAfterFailedStart(e *env, failures startfail.Counter, err error) {
 
 // maxStatusError bounds the error text in STATUS=.
 const maxStatusError = 300
-
-// oneLine is err for STATUS=, a single line: its first line, how many
-// more there are, escaped and bounded.
-func oneLine(err error) string {
-	first, rest, more := strings.Cut(err.Error(), "\n")
-	if more {
-		first += fmt.Sprintf(" (and %d more)", strings.Count(rest, "\n")+1)
-	}
-
-	first = terminal.Escape(first)
-	if len(first) > maxStatusError {
-		first = first[:maxStatusError] + "..."
-	}
-
-	return first
-}
 
 // readyNotifier passes messages to systemd and notes the first READY=1:
 // from then on the start has succeeded (onReady runs before it is sent).

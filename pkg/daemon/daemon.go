@@ -24,6 +24,7 @@ import (
 	"github.com/lexfrei/extractedprism/pkg/metrics"
 	"github.com/lexfrei/extractedprism/pkg/status"
 	"github.com/lexfrei/extractedprism/pkg/systemd"
+	"github.com/lexfrei/extractedprism/pkg/terminal"
 	"github.com/lexfrei/extractedprism/pkg/version"
 )
 
@@ -345,6 +346,9 @@ func (d *Daemon) healthAddr() string {
 	return "not listening"
 }
 
+// maxStatusError bounds an error's text in STATUS=.
+const maxStatusError = 300
+
 // summary is the one-line state for STATUS=.
 func (d *Daemon) summary() string {
 	s := d.Status().Summary()
@@ -359,7 +363,7 @@ func (d *Daemon) summary() string {
 	defer d.mu.Unlock()
 
 	if d.reloadErr != nil {
-		s += "; last reload rejected, running the previous configuration"
+		s += "; last reload rejected, running the previous configuration: " + terminal.Line(d.reloadErr.Error(), maxStatusError)
 	}
 
 	return s

@@ -115,3 +115,25 @@ func EscapeJSON(data []byte) ([]byte, error) {
 
 	return b.Bytes(), nil
 }
+
+// Line is text for a one-line field such as systemd's STATUS=: its first
+// line, with how many more there were, escaped, at most max bytes (then
+// cut, with "...").
+func Line(text string, max int) string {
+	first, rest, more := strings.Cut(text, "\n")
+	if more {
+		first += fmt.Sprintf(" (and %d more)", strings.Count(rest, "\n")+1)
+	}
+
+	first = Escape(first)
+	if len(first) > max {
+		cut := max
+		for cut > 0 && !utf8.RuneStart(first[cut]) {
+			cut--
+		}
+
+		first = first[:cut] + "..."
+	}
+
+	return first
+}

@@ -95,3 +95,23 @@ func safeExceptNewlines(s string) bool {
 
 	return true
 }
+
+func TestLine(t *testing.T) {
+	t.Parallel()
+
+	for _, tc := range []struct {
+		in   string
+		max  int
+		want string
+	}{
+		{"one", 10, "one"},
+		{"a\nb\nc", 100, "a (and 2 more)"},
+		{"x\x1b[2J\ny", 100, `x\x1b[2J (and 1 more)`},
+		{"abcdef", 3, "abc..."},
+		{"日本語", 4, "日..."}, // never cut inside a rune
+	} {
+		if got := Line(tc.in, tc.max); got != tc.want {
+			t.Errorf("Line(%q, %d) = %q, want %q", tc.in, tc.max, got, tc.want)
+		}
+	}
+}

@@ -26,6 +26,7 @@ has() { if grep -Eq -- "$3" <<<"$2"; then ok "$1"; else bad "$1" "$2"; fi; }
 listing=$(dpkg-deb -c "$deb")
 has "deb: binary 0755 root:root" "$listing" '^-rwxr-xr-x root/root .* \./usr/bin/extractedprism$'
 has "deb: socket unit 0644" "$listing" '^-rw-r--r-- root/root .* \./usr/lib/systemd/system/extractedprism\.socket$'
+has "deb: health socket unit 0644" "$listing" '^-rw-r--r-- root/root .* \./usr/lib/systemd/system/extractedprism-health\.socket$'
 has "deb: service unit 0644" "$listing" '^-rw-r--r-- root/root .* \./usr/lib/systemd/system/extractedprism\.service$'
 has "deb: config 0644" "$listing" '^-rw-r--r-- root/root .* \./etc/extractedprism/config\.toml$'
 has "deb: copyright" "$listing" '\./usr/share/doc/extractedprism/copyright$'
@@ -46,6 +47,7 @@ lint=$(lintian --fail-on error --suppress-tags statically-linked-binary,unknown-
 rdump=$(rpm -qp --dump "$rpm" 2>/dev/null)
 has "rpm: binary 0755 root:root" "$rdump" '^/usr/bin/extractedprism [0-9]+ [0-9]+ [0-9a-f]+ 0100755 root root 0 '
 has "rpm: socket unit 0644" "$rdump" '^/usr/lib/systemd/system/extractedprism\.socket .* 0100644 root root 0 '
+has "rpm: health socket unit 0644" "$rdump" '^/usr/lib/systemd/system/extractedprism-health\.socket .* 0100644 root root 0 '
 has "rpm: config is %config(noreplace)" "$(rpm -qp --configfiles "$rpm" 2>/dev/null)" '^/etc/extractedprism/config\.toml$'
 has "rpm: config flagged noreplace" "$(rpm -qp --qf '[%{FILENAMES} %{FILEFLAGS:fflags}\n]' "$rpm" 2>/dev/null)" '^/etc/extractedprism/config\.toml cn$'
 scripts=$(rpm -qp --scripts "$rpm" 2>/dev/null)

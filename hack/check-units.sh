@@ -32,7 +32,7 @@ check() { # name, output-of-command (empty = pass)
 	fi
 }
 
-out=$(systemd-analyze verify --root="$root" extractedprism.socket extractedprism.service 2>&1 || echo "(exit $?)")
+out=$(systemd-analyze verify --root="$root" extractedprism.socket extractedprism-health.socket extractedprism.service 2>&1 || echo "(exit $?)")
 check "systemd-analyze verify is silent" "$out"
 
 report=$(systemd-analyze security --offline=true --root="$root" extractedprism.service 2>&1 || true)

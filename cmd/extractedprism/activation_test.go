@@ -267,7 +267,7 @@ drain_timeout = "200ms"
 
 	expectNotify(t, msgs, "RELOADING=1")
 
-	if m := expectNotify(t, msgs, "READY=1"); !strings.Contains(m, "last reload rejected, running the previous configuration") {
+	if m := expectNotify(t, msgs, "READY=1"); !strings.Contains(m, "last reload rejected, running the previous configuration: "+cfgPath+`:1: endpoints[0]: "no-port" has no port`) {
 		t.Fatalf("STATUS after a rejected reload: %q", m)
 	}
 

@@ -11,9 +11,12 @@ import (
 	"os/signal"
 	"runtime"
 	"strconv"
+	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
+	sddaemon "github.com/coreos/go-systemd/v22/daemon"
 	"github.com/go-logr/zapr"
 	"k8s.io/klog/v2"
 
@@ -22,8 +25,10 @@ import (
 	"github.com/lexfrei/extractedprism/pkg/discovery"
 	"github.com/lexfrei/extractedprism/pkg/doctor"
 	"github.com/lexfrei/extractedprism/pkg/logging"
+	"github.com/lexfrei/extractedprism/pkg/startfail"
 	"github.com/lexfrei/extractedprism/pkg/status"
 	"github.com/lexfrei/extractedprism/pkg/systemd"
+	"github.com/lexfrei/extractedprism/pkg/terminal"
 	"github.com/lexfrei/extractedprism/pkg/version"
 )
 
@@ -32,6 +37,72 @@ type runCmd struct {
 }
 
 func (r *runCmd) Run(e *env) error {
+	failures := startFailures()
+	ready := &readyNotifier{onReady: failures.Started}
+
+	err := r.run(e, ready)
+	if err != nil && !ready.ready.Load() {
+		waitAfterFailedStart(e, failures, err)
+	}
+
+	return err
+}
+
+// startFailures counts failed starts under systemd (NOTIFY_SOCKET), in
+// the unit's state directory; elsewhere nothing is counted or waited for.
+func startFailures() startfail.Counter {
+	if os.Getenv("NOTIFY_SOCKET") == "" {
+		return startfail.Open("")
+	}
+
+	dir, _, _ := strings.Cut(os.Getenv("STATE_DIRECTORY"), ":")
+
+	return startfail.Open(dir)
+}
+
+// waitAfterFailedStart says in STATUS= why the start failed, then waits
+// before the process exits (startfail): the longer, the more starts in a
+// row failed. SIGTERM (systemctl stop or restart) ends the wait.
+func waitAfterFailedStart(e *env, failures startfail.Counter, err error) {
+	n, delay := failures.Failed()
+	if delay <= 0 {
+		return
+	}
+
+	status := fmt.Sprintf("start failed (%d in a row), exiting in %s: %s", n, delay, terminal.Line(err.Error(), maxStatusError))
+	_, _ = sddaemon.SdNotify(false, "STATUS="+status+
+		"\nEXTEND_TIMEOUT_USEC="+strconv.FormatInt((delay+10*time.Second).Microseconds(), 10))
+	fmt.Fprintf(e.stderr, "extractedprism: %s\n", status)
+
+	t := time.NewTimer(delay)
+	defer t.Stop()
+
+	select {
+	case <-e.ctx.Done():
+	case <-t.C:
+	}
+}
+
+// maxStatusError bounds the error text in STATUS=.
+const maxStatusError = 300
+
+// readyNotifier passes messages to systemd and notes the first READY=1:
+// from then on the start has succeeded (onReady runs before it is sent).
+type readyNotifier struct {
+	next    daemon.Notifier
+	onReady func()
+	ready   atomic.Bool
+}
+
+func (n *readyNotifier) Notify(state string) {
+	if strings.Contains(state, "READY=1") && n.ready.CompareAndSwap(false, true) {
+		n.onReady()
+	}
+
+	n.next.Notify(state)
+}
+
+func (r *runCmd) run(e *env, notifier *readyNotifier) error {
 	l, err := load(r.Flags)
 	if err != nil {
 		return err
@@ -57,6 +128,8 @@ func (r *runCmd) Run(e *env) error {
 	loops := runtime.GOMAXPROCS(0)
 	runtime.GOMAXPROCS(loops + 1)
 
+	notifier.next = systemd.NewNotifier(log)
+
 	proxyLn, healthLn, err := systemd.Listeners()
 	if err != nil {
 		return err
@@ -78,8 +151,10 @@ func (r *runCmd) Run(e *env) error {
 		Level:          &level,
 		Listener:       proxyLn,
 		HealthListener: healthLn,
-		Notifier:       systemd.NewNotifier(log),
+		Notifier:       notifier,
 		Watchdog:       watchdog,
+		SelfWatchdog:   selfWatchdog,
+		OnStall:        abort,
 		Loops:          loops,
 		Reload: func() (config.Config, error) {
 			l, err := load(r.Flags)
@@ -93,6 +168,17 @@ func (r *runCmd) Run(e *env) error {
 	}
 
 	return d.Run(e.ctx)
+}
+
+// selfWatchdog is how long the loops may stay stalled, when no service
+// manager keeps a watchdog (containers), before the process aborts to be
+// restarted: the unit's WatchdogSec.
+const selfWatchdog = 10 * time.Second
+
+// abort ends the process with SIGABRT, as systemd's watchdog does: the Go
+// runtime prints every goroutine's stack first, for the post-mortem.
+func abort() {
+	_ = syscall.Kill(os.Getpid(), syscall.SIGABRT)
 }
 
 type checkConfigCmd struct {

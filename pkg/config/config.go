@@ -36,6 +36,7 @@ type Config struct {
 	TLSServerName   string
 	StateDirectory  string
 	CacheTTL        time.Duration
+	MaxDiscovered   int
 	LogLevel        string
 	LogFormat       string
 }
@@ -65,6 +66,7 @@ func Default() Config {
 		TLSServerName:   "kubernetes.default.svc",
 		StateDirectory:  "/var/lib/extractedprism",
 		CacheTTL:        7 * 24 * time.Hour,
+		MaxDiscovered:   64,
 		LogLevel:        "info",
 		LogFormat:       "console",
 	}

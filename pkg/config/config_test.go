@@ -106,6 +106,7 @@ kubeconfig = "/etc/k.conf"
 tls_server_name = "kubernetes"
 state_directory = ""
 cache_ttl = "1h"
+max_discovered = 8
 log_level = "debug"
 log_format = "json"
 `)
@@ -117,7 +118,7 @@ log_format = "json"
 		HealthCheck: "tcp", HealthPath: "/livez", HealthCAFile: "/etc/ca.pem", HealthInsecure: true, HealthFall: 3, HealthRise: 4,
 		DialHeadStart: 50 * time.Millisecond, ResetOnFailure: false,
 		KeepAlivePeriod: 0, TCPUserTimeout: time.Minute, DrainTimeout: 9 * time.Second, MaxConnections: 7,
-		EnableDiscovery: false, Kubeconfig: "/etc/k.conf", TLSServerName: "kubernetes", StateDirectory: "", CacheTTL: time.Hour,
+		EnableDiscovery: false, Kubeconfig: "/etc/k.conf", TLSServerName: "kubernetes", StateDirectory: "", CacheTTL: time.Hour, MaxDiscovered: 8,
 		LogLevel: "debug", LogFormat: "json",
 	}
 
@@ -138,7 +139,7 @@ log_format = "json"
 		"EP_HEALTH_CHECK": "tcp", "EP_HEALTH_PATH": "/livez", "EP_HEALTH_CA_FILE": "/etc/ca.pem", "EP_HEALTH_INSECURE_SKIP_VERIFY": "true",
 		"EP_HEALTH_FALL": "3", "EP_HEALTH_RISE": "4", "EP_DIAL_HEAD_START": "50ms", "EP_RESET_ON_FAILURE": "false", "EP_TCP_USER_TIMEOUT": "1m",
 		"EP_DRAIN_TIMEOUT": "9s", "EP_MAX_CONNECTIONS": "7", "EP_ENABLE_DISCOVERY": "false", "EP_LOG_LEVEL": "debug", "EP_LOG_FORMAT": "json",
-		"EP_KUBECONFIG": "/etc/k.conf", "EP_TLS_SERVER_NAME": "kubernetes", "EP_STATE_DIRECTORY": "", "EP_CACHE_TTL": "1h",
+		"EP_KUBECONFIG": "/etc/k.conf", "EP_TLS_SERVER_NAME": "kubernetes", "EP_STATE_DIRECTORY": "", "EP_CACHE_TTL": "1h", "EP_MAX_DISCOVERED": "8",
 		"EP_CONFIG": writeConfig(t, ""),
 	}
 
@@ -214,6 +215,31 @@ func TestErrors(t *testing.T) {
 			},
 		},
 		{
+			name: "endpoints that point back at the proxy (127.0.0.1:7445 by default)",
+			file: "endpoints = [\n  \"10.0.0.1:6443\",\n  \"127.0.0.1:7445\",\n  \"localhost:7445\",\n  \"0.0.0.0:7445\",\n  \"127.0.0.2:7445\",\n  \"[::1]:7445\",\n  \"127.0.0.1:6443\",\n]\n",
+			want: []string{
+				`F:3: endpoints[1]: "127.0.0.1:7445" is this proxy's own listener (bind_address 127.0.0.1 from default, bind_port 7445 from default): it would connect to itself`,
+				`F:4: endpoints[2]: "localhost:7445" is this proxy's own listener (bind_address 127.0.0.1 from default, bind_port 7445 from default): it would connect to itself`,
+				`F:5: endpoints[3]: "0.0.0.0:7445" is this proxy's own listener (bind_address 127.0.0.1 from default, bind_port 7445 from default): it would connect to itself`,
+			},
+		},
+		{
+			name: "a wildcard listener is reached on loopback",
+			file: "endpoints = [\"127.0.0.9:9000\", \"api.localhost:9000\", \"[::1]:9000\", \"10.0.0.1:9000\"]\nbind_address = \"0.0.0.0\"\n", flags: Flags{BindPort: ptr(9000)},
+			want: []string{
+				`F:1: endpoints[0]: "127.0.0.9:9000" is this proxy's own listener (bind_address 0.0.0.0 from F:2, bind_port 9000 from --bind-port): it would connect to itself`,
+				`F:1: endpoints[1]: "api.localhost:9000" is this proxy's own listener (bind_address 0.0.0.0 from F:2, bind_port 9000 from --bind-port): it would connect to itself`,
+			},
+		},
+		{
+			name: "IPv4-mapped IPv6 is IPv4",
+			file: "endpoints = [\"10.0.0.1:6443\", \"[::ffff:10.0.0.1]:6443\", \"[::ffff:127.0.0.1]:7445\"]\n",
+			want: []string{
+				`F:1: endpoints[1]: "[::ffff:10.0.0.1]:6443" duplicates endpoints[0]`,
+				`F:1: endpoints[2]: "[::ffff:127.0.0.1]:7445" is this proxy's own listener (bind_address 127.0.0.1 from default, bind_port 7445 from default): it would connect to itself`,
+			},
+		},
+		{
 			name: "ports", file: ok + "health_port = 0\n", env: map[string]string{"EP_BIND_PORT": "70000"},
 			want: []string{"F:2: health_port: 0 out of range (1-65535)", "EP_BIND_PORT: 70000 out of range (1-65535)"},
 		},
@@ -239,6 +265,10 @@ func TestErrors(t *testing.T) {
 		{
 			name: "durations", file: ok + "dial_timeout = \"0s\"\ndrain_timeout = \"-1s\"\n", env: map[string]string{"EP_HEALTH_INTERVAL": "soon"},
 			want: []string{"F:2: dial_timeout: 0s must be positive", "F:3: drain_timeout: -1s must not be negative", `EP_HEALTH_INTERVAL: "soon" is not a duration (use e.g. 500ms, 5s, 1m)`},
+		},
+		{
+			name: "max_discovered", file: ok + "max_discovered = 0\n", env: map[string]string{"EP_MAX_DISCOVERED": "1025"},
+			want: []string{"EP_MAX_DISCOVERED: 1025 out of range (1-1024)"},
 		},
 		{
 			name: "enums", file: ok + "log_level = \"loud\"\n", flags: Flags{LogFormat: ptr("xml")},

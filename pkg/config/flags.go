@@ -37,6 +37,7 @@ type Flags struct {
 	TLSServerName   *string        `name:"tls-server-name" placeholder:"NAME" group:"Discovery" help:"Name the API server certificate is checked against when discovery connects through the proxy."`
 	StateDirectory  *string        `name:"state-directory" placeholder:"DIR" group:"Discovery" help:"Where the last discovered upstream set is kept across restarts; empty disables the cache."`
 	CacheTTL        *time.Duration `name:"cache-ttl" placeholder:"DURATION" group:"Discovery" help:"Cached upstreams not confirmed by discovery for this long are dropped."`
+	MaxDiscovered   *int           `name:"max-discovered" placeholder:"N" group:"Discovery" help:"Most upstreams taken from the EndpointSlice and the cache (1-1024). A slice with more usable addresses is ignored and the last known set kept."`
 	LogLevel        *string        `name:"log-level" placeholder:"LEVEL" group:"Logging" help:"Log level: debug, info, warn or error."`
 	LogFormat       *string        `name:"log-format" placeholder:"FORMAT" group:"Logging" help:"Log format: console or json."`
 }

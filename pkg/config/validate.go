@@ -16,6 +16,11 @@ func Validate(c Config, sources map[string]Source) []error {
 	return validate(c, sources, nil)
 }
 
+// MaxDiscoveredLimit is the highest max_discovered: far above any real
+// control plane (3 to 6 API servers), low enough that a merge of the set
+// stays cheap.
+const MaxDiscoveredLimit = 1024
+
 // validate skips the keys in broken, whose value could not even be read:
 // their error is already reported, and "is required" would mislead.
 func validate(c Config, sources map[string]Source, broken map[string]bool) []error {
@@ -26,7 +31,7 @@ func validate(c Config, sources map[string]Source, broken map[string]bool) []err
 	v.port("bind_port", c.BindPort)
 	v.port("health_port", c.HealthPort)
 	v.portClash(c)
-	v.endpoints(c.Endpoints)
+	v.endpoints(c)
 	v.positive("health_interval", c.HealthInterval)
 	v.positive("health_timeout", c.HealthTimeout)
 	v.positive("dial_timeout", c.DialTimeout)
@@ -43,6 +48,10 @@ func validate(c Config, sources map[string]Source, broken map[string]bool) []err
 	v.nonNegative("tcp_user_timeout", c.TCPUserTimeout)
 	v.nonNegative("drain_timeout", c.DrainTimeout)
 	v.positive("cache_ttl", c.CacheTTL)
+
+	if c.MaxDiscovered < 1 || c.MaxDiscovered > MaxDiscoveredLimit {
+		v.fail("max_discovered", -1, "%d out of range (1-%d)", c.MaxDiscovered, MaxDiscoveredLimit)
+	}
 
 	if c.TLSServerName == "" {
 		v.fail("tls_server_name", -1, "must not be empty (the API server certificate's name, e.g. kubernetes.default.svc)")
@@ -110,13 +119,15 @@ func (v *validator) portClash(c Config) {
 	}
 }
 
-func (v *validator) endpoints(eps []string) {
+func (v *validator) endpoints(c Config) {
+	eps := c.Endpoints
 	if len(eps) == 0 {
 		v.fail("endpoints", -1, "at least one API server endpoint (host:port) is required")
 
 		return
 	}
 
+	listen, listenErr := listenAddr(c)
 	seen := make([]string, 0, len(eps))
 
 	for i, ep := range eps {
@@ -130,15 +141,33 @@ func (v *validator) endpoints(eps []string) {
 
 		if j := slices.Index(seen, canon); j >= 0 {
 			v.fail("endpoints", i, "%q duplicates endpoints[%d]", ep, j)
+		} else if listenErr == nil && PointsAt(listen, canon) {
+			v.fail("endpoints", i, "%q is this proxy's own listener (bind_address %s from %s, bind_port %d from %s): it would connect to itself",
+				ep, c.BindAddress, v.sources["bind_address"], c.BindPort, v.sources["bind_port"])
 		}
 
 		seen = append(seen, canon)
 	}
 }
 
+// listenAddr is the proxy's configured listener, if it is valid.
+func listenAddr(c Config) (netip.AddrPort, error) {
+	ip, err := netip.ParseAddr(c.BindAddress)
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("bind_address: %w", err)
+	}
+
+	if c.BindPort < 1 || c.BindPort > 65535 {
+		return netip.AddrPort{}, fmt.Errorf("bind_port %d out of range", c.BindPort)
+	}
+
+	return netip.AddrPortFrom(ip, uint16(c.BindPort)), nil
+}
+
 // CanonicalEndpoint checks a host:port endpoint and returns it in canonical
-// form (IP addresses normalised, IPv6 bracketed), so "[::1]:6443" and
-// "[0::1]:6443" compare equal.
+// form (IP addresses normalised, IPv6 bracketed, IPv4-mapped IPv6 as the
+// IPv4 address it is), so "[::1]:6443" and "[0::1]:6443" compare equal, and
+// so do "[::ffff:10.0.0.1]:6443" and "10.0.0.1:6443".
 func CanonicalEndpoint(ep string) (string, error) {
 	host, port, err := net.SplitHostPort(ep)
 	if err != nil {
@@ -159,7 +188,7 @@ func CanonicalEndpoint(ep string) (string, error) {
 	}
 
 	if ip, err := netip.ParseAddr(host); err == nil {
-		host = ip.String()
+		host = ip.Unmap().String()
 	}
 
 	return net.JoinHostPort(host, strconv.Itoa(n)), nil

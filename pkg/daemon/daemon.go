@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"strconv"
 	"sync"
@@ -24,6 +25,7 @@ import (
 	"github.com/lexfrei/extractedprism/pkg/metrics"
 	"github.com/lexfrei/extractedprism/pkg/status"
 	"github.com/lexfrei/extractedprism/pkg/systemd"
+	"github.com/lexfrei/extractedprism/pkg/terminal"
 	"github.com/lexfrei/extractedprism/pkg/upstream"
 	"github.com/lexfrei/extractedprism/pkg/version"
 )
@@ -51,8 +53,15 @@ type Options struct {
 	Notifier Notifier
 	// Watchdog is the service manager's watchdog timeout; 0 for none.
 	Watchdog time.Duration
+	// SelfWatchdog, without a service manager's watchdog, is how long the
+	// loops may stay stalled before OnStall is called to end the process;
+	// 0 for never.
+	SelfWatchdog time.Duration
+	OnStall      func()
 	// Loops is the number of relay loops; zero means GOMAXPROCS.
 	Loops int
+	// Health bounds the health server; zero values are its defaults.
+	Health health.Options
 
 	// Reload re-reads the configuration; each value on Reloads asks for it.
 	Reload  func() (config.Config, error)
@@ -68,9 +77,15 @@ type Daemon struct {
 	probe   *check.Prober
 	lb      *balancer.Balancer
 	hs      *health.Server
+	hln     net.Listener  // bound or inherited in New, nil if the bind failed
+	hlnErr  error         // why it failed
+	hsDone  chan struct{} // closed when the health server has stopped
 	started time.Time
 
 	watcher *discovery.Watcher // nil when discovery is off
+
+	listen netip.AddrPort            // the proxy listener's address
+	self   func(netip.AddrPort) bool // whether an address reaches the listener
 
 	mu           sync.Mutex
 	cfg          config.Config
@@ -86,8 +101,6 @@ type Daemon struct {
 func New(opts Options) (*Daemon, error) {
 	cfg := opts.Config
 	d := &Daemon{opts: opts, cfg: cfg, log: opts.Logger, notify: opts.Notifier}
-	d.set.static = canonical(cfg.Endpoints)
-	d.loadCache()
 
 	if d.notify == nil {
 		d.notify = nopNotifier{}
@@ -98,26 +111,35 @@ func New(opts Options) (*Daemon, error) {
 		return nil, err
 	}
 
-	hln, err := d.listener(opts.HealthListener, "health", cfg.HealthAddress, cfg.HealthPort)
-	if err != nil {
-		_ = ln.Close()
+	// What reaches the listener is known now: keep it out of the set.
+	d.listen, _ = netip.ParseAddrPort(ln.Addr().String())
+	d.self = selfCheck(d.listen, net.InterfaceAddrs)
+	d.set.static = d.staticEndpoints(cfg.Endpoints)
+	d.loadCache()
 
-		return nil, err
+	// A health port another process holds is no reason not to proxy: the
+	// health server keeps trying to bind it (see Run).
+	d.hln, d.hlnErr = d.listener(opts.HealthListener, "health", cfg.HealthAddress, cfg.HealthPort)
+	if err := d.hlnErr; err != nil {
+		d.log.Error("health server cannot listen; proxying anyway and retrying", zap.Error(err))
 	}
 
 	if err := d.build(ln, cfg); err != nil {
 		_ = ln.Close()
-		_ = hln.Close()
+
+		if d.hln != nil {
+			_ = d.hln.Close()
+		}
 
 		return nil, err
 	}
 
-	d.hs = health.New(hln, health.Checks{
+	d.hs = health.New(health.Checks{
 		Alive:   d.alive,
 		Ready:   d.ready,
 		Status:  func() any { return d.Status() },
 		Metrics: metrics.Handler(metrics.NewRegistry(d.metrics, version.Get())),
-	}, d.log)
+	}, d.log, opts.Health)
 
 	return d, nil
 }
@@ -214,8 +236,18 @@ func (d *Daemon) alive() error {
 // ProxyAddr is where clients connect.
 func (d *Daemon) ProxyAddr() net.Addr { return d.lb.Addr() }
 
-// HealthAddr is where the health server listens.
-func (d *Daemon) HealthAddr() net.Addr { return d.hs.Addr() }
+// HealthAddr is where the health server listens; nil while it cannot.
+func (d *Daemon) HealthAddr() net.Addr {
+	if a := d.hs.Addr(); a != nil {
+		return a
+	}
+
+	if d.hln != nil { // bound in New, about to be served
+		return d.hln.Addr()
+	}
+
+	return nil
+}
 
 // statusEvery is how often STATUS= is refreshed when it changed.
 const statusEvery = time.Second
@@ -233,9 +265,14 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return fmt.Errorf("starting balancer: %w", err)
 	}
 
-	hsErr := make(chan error, 1)
+	d.hsDone = make(chan struct{})
 
-	go func() { hsErr <- d.hs.Serve() }()
+	go func() {
+		defer close(d.hsDone)
+
+		c := d.config()
+		d.hs.Run(d.hln, net.JoinHostPort(c.HealthAddress, strconv.Itoa(c.HealthPort)))
+	}()
 
 	// Ready as soon as the listener is served, never gated on upstream
 	// health: on a control-plane node the API server is a static pod that
@@ -243,13 +280,17 @@ func (d *Daemon) Run(ctx context.Context) error {
 	summary := d.summary()
 	d.notify.Notify("READY=1\nSTATUS=" + summary)
 	d.log.Info("serving",
-		zap.Stringer("listen", d.lb.Addr()), zap.Stringer("health", d.hs.Addr()),
+		zap.Stringer("listen", d.lb.Addr()), zap.String("health", d.healthAddr()),
 		zap.Strings("endpoints", d.config().Endpoints), zap.String("version", version.Get().Version))
 
 	wdCtx, stopWatchdog := context.WithCancel(context.Background())
 	defer stopWatchdog()
 
 	go systemd.Watchdog(wdCtx, d.notify, d.opts.Watchdog, d.alive, d.log)
+
+	if d.opts.Watchdog <= 0 && d.opts.SelfWatchdog > 0 && d.opts.OnStall != nil {
+		go selfWatchdog(wdCtx, d.opts.SelfWatchdog, d.alive, d.opts.OnStall, d.log)
+	}
 
 	discoveryCtx, stopDiscovery := context.WithCancel(context.Background())
 	defer stopDiscovery()
@@ -272,8 +313,6 @@ loop:
 		case <-d.lb.Done():
 			runErr = d.lb.Err()
 
-			break loop
-		case runErr = <-hsErr:
 			break loop
 		case <-d.opts.Reloads:
 			d.reload()
@@ -316,6 +355,8 @@ func (d *Daemon) shutdown() {
 		d.log.Warn("health server did not stop cleanly", zap.Error(err))
 	}
 
+	<-d.hsDone
+
 	hcancel()
 
 	d.log.Info("stopped", zap.Int("drained", active-cut), zap.Int("closed", cut))
@@ -352,15 +393,33 @@ func (d *Daemon) Status() status.Document {
 	}
 }
 
+// healthAddr is the health server's address, or why it has none.
+func (d *Daemon) healthAddr() string {
+	if a := d.HealthAddr(); a != nil {
+		return a.String()
+	}
+
+	return "not listening"
+}
+
+// maxStatusError bounds an error's text in STATUS=.
+const maxStatusError = 300
+
 // summary is the one-line state for STATUS=.
 func (d *Daemon) summary() string {
 	s := d.Status().Summary()
+
+	if err := d.hs.BindError(); err != nil {
+		s += "; health server not listening: " + err.Error()
+	} else if d.hs.Addr() == nil && d.hlnErr != nil { // before its first retry
+		s += "; health server not listening: " + d.hlnErr.Error()
+	}
 
 	d.mu.Lock()
 	defer d.mu.Unlock()
 
 	if d.reloadErr != nil {
-		s += "; last reload rejected, running the previous configuration"
+		s += "; last reload rejected, running the previous configuration: " + terminal.Line(d.reloadErr.Error(), maxStatusError)
 	}
 
 	return s

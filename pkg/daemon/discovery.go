@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/netip"
 	"path/filepath"
-	"slices"
 	"time"
 
 	"go.uber.org/zap"
@@ -31,15 +30,19 @@ type upstreamSet struct {
 	cached     []string
 }
 
+// endpoints merges the sources by address, with a map: the set may hold
+// up to max_discovered discovered addresses besides the static ones.
 func (u upstreamSet) endpoints() []upstream.Endpoint {
 	var out []upstream.Endpoint
 
+	index := make(map[string]int, len(u.static)+max(len(u.discovered), len(u.cached)))
 	add := func(addrs []string, source string) {
 		for _, a := range addrs {
-			i := slices.IndexFunc(out, func(e upstream.Endpoint) bool { return e.Address == a })
-			if i < 0 {
+			i, ok := index[a]
+			if !ok {
 				out = append(out, upstream.Endpoint{Address: a})
 				i = len(out) - 1
+				index[a] = i
 			}
 
 			out[i].Sources = append(out[i].Sources, source)
@@ -57,7 +60,12 @@ func (u upstreamSet) endpoints() []upstream.Endpoint {
 	return out
 }
 
-func canonical(eps []string) []string {
+// staticEndpoints are the configured endpoints in canonical form, without
+// any that reaches this proxy's own listener. Validation rejects those it
+// can tell from the configuration alone; this also catches an address of
+// one of this host's interfaces behind a wildcard listener, and the
+// address of a socket unit that differs from the configuration.
+func (d *Daemon) staticEndpoints(eps []string) []string {
 	out := make([]string, 0, len(eps))
 
 	for _, ep := range eps {
@@ -65,10 +73,56 @@ func canonical(eps []string) []string {
 			ep = c
 		}
 
+		if ap, err := netip.ParseAddrPort(ep); err == nil && d.self(ap) {
+			d.log.Error("ignoring a static endpoint that is this proxy's own listener: it would connect to itself",
+				zap.String("endpoint", ep), zap.Stringer("listen", d.listen))
+
+			continue
+		}
+
 		out = append(out, ep)
 	}
 
 	return out
+}
+
+// selfCheck returns a function that reports whether a connection to an
+// address reaches the listener on listen: by the kernel's rules
+// (config.Reaches), and, for a wildcard listener, when it is an address of
+// one of this host's interfaces (looked up only when the port matches,
+// which is rare: API servers listen on another port).
+func selfCheck(listen netip.AddrPort, ifaddrs func() ([]net.Addr, error)) func(netip.AddrPort) bool {
+	l := listen.Addr().Unmap()
+
+	return func(ap netip.AddrPort) bool {
+		if ap.Port() != listen.Port() {
+			return false
+		}
+
+		ip := ap.Addr().Unmap()
+		if config.Reaches(l, ip) {
+			return true
+		}
+
+		if !l.IsUnspecified() || (l.Is4() && !ip.Is4()) {
+			return false
+		}
+
+		addrs, err := ifaddrs()
+		if err != nil {
+			return false
+		}
+
+		for _, a := range addrs {
+			if p, ok := a.(*net.IPNet); ok {
+				if local, ok := netip.AddrFromSlice(p.IP); ok && local.Unmap() == ip {
+					return true
+				}
+			}
+		}
+
+		return false
+	}
 }
 
 func (d *Daemon) cachePath() string {
@@ -80,27 +134,51 @@ func (d *Daemon) cachePath() string {
 	return filepath.Join(dir, discovery.CacheFile)
 }
 
+// limits bound what discovery and the cache may add to the set.
+func (d *Daemon) limits(c config.Config) discovery.Limits {
+	return discovery.Limits{Max: c.MaxDiscovered, Self: d.self}
+}
+
 // loadCache adds the cached upstreams of the last run, before serving.
+// Entries dated in the future are written back dated now, so that they
+// expire cache_ttl from now, not when the clock reaches their date.
 func (d *Daemon) loadCache() {
 	path := d.cachePath()
 	if path == "" || !d.cfg.EnableDiscovery {
 		return
 	}
 
-	fresh, expired, err := discovery.LoadCache(path, d.cfg.CacheTTL, time.Now())
+	now := time.Now()
+
+	c, err := discovery.LoadCache(path, d.cfg.CacheTTL, now, d.limits(d.cfg))
 	if err != nil {
 		d.log.Warn("ignoring the upstream cache", zap.Error(err))
 
 		return
 	}
 
-	if len(fresh) > 0 || expired > 0 {
+	if len(c.Dropped) > 0 {
+		d.log.Warn("the upstream cache holds entries that cannot be upstreams; ignoring them",
+			zap.String("file", path), zap.Errors("first", c.Dropped[:min(len(c.Dropped), 3)]), zap.Int("count", len(c.Dropped)))
+	}
+
+	if c.Clamped > 0 {
+		d.log.Warn("the upstream cache holds entries dated in the future; counting them as seen now",
+			zap.String("file", path), zap.Int("count", c.Clamped))
+
+		if err := discovery.WriteCache(path, c.Entries); err != nil {
+			d.log.Warn("cannot rewrite the upstream cache", zap.Error(err))
+		}
+	}
+
+	fresh := c.Addresses()
+	if len(fresh) > 0 || c.Expired > 0 {
 		d.log.Info("loaded cached upstreams from the last run", zap.String("file", path),
-			zap.Strings("upstreams", fresh), zap.Int("expired", expired))
+			zap.Strings("upstreams", fresh), zap.Int("expired", c.Expired))
 	}
 
 	d.set.cached = fresh
-	d.cacheAt = time.Now()
+	d.cacheAt = now
 }
 
 // startDiscovery starts the watch if enabled and possible. The client talks
@@ -138,7 +216,7 @@ func (d *Daemon) startDiscovery(ctx context.Context) {
 		return
 	}
 
-	d.watcher = discovery.NewWatcher(client, d.log.Named("discovery"), d.onDiscovered)
+	d.watcher = discovery.NewWatcher(client, d.log.Named("discovery"), d.limits(cfg), d.onDiscovered)
 	d.log.Info("discovery starting", zap.String("credentials", from), zap.String("via", rc.Host), zap.String("tls_server_name", cfg.TLSServerName))
 
 	go d.watcher.Run(ctx)

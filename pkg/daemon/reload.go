@@ -14,7 +14,7 @@ import (
 var restartOnly = map[string]bool{
 	"bind_address": true, "bind_port": true, "health_address": true, "health_port": true,
 	"log_format": true, "enable_discovery": true, "kubeconfig": true, "tls_server_name": true,
-	"state_directory": true, "cache_ttl": true,
+	"state_directory": true, "cache_ttl": true, "max_discovered": true,
 }
 
 // reload re-reads the configuration and applies what can change live. A
@@ -70,7 +70,7 @@ func (d *Daemon) apply(next config.Config) {
 	}
 
 	d.mu.Lock()
-	d.set.static = canonical(next.Endpoints)
+	d.set.static = d.staticEndpoints(next.Endpoints)
 	eps := d.set.endpoints()
 	d.mu.Unlock()
 

@@ -14,20 +14,20 @@ func TestCacheRoundTripAndExpiry(t *testing.T) {
 	path := filepath.Join(t.TempDir(), CacheFile)
 	now := time.Now()
 
-	if got, expired, err := LoadCache(path, time.Hour, now); got != nil || expired != 0 || err != nil {
-		t.Fatalf("missing file: %v %d %v, want an empty cache", got, expired, err)
+	if c, err := LoadCache(path, time.Hour, now, Limits{}); c.Addresses() != nil || c.Expired != 0 || err != nil {
+		t.Fatalf("missing file: %+v %v, want an empty cache", c, err)
 	}
 
 	if err := SaveCache(path, []string{"10.0.0.2:6443", "10.0.0.1:6443"}, now.Add(-2*time.Hour)); err != nil {
 		t.Fatal(err)
 	}
 
-	if got, _, err := LoadCache(path, 3*time.Hour, now); err != nil || !slices.Equal(got, []string{"10.0.0.1:6443", "10.0.0.2:6443"}) {
-		t.Fatalf("fresh: %v %v", got, err)
+	if c, err := LoadCache(path, 3*time.Hour, now, Limits{}); err != nil || !slices.Equal(c.Addresses(), []string{"10.0.0.1:6443", "10.0.0.2:6443"}) {
+		t.Fatalf("fresh: %v %v", c.Addresses(), err)
 	}
 
-	if got, expired, err := LoadCache(path, time.Hour, now); err != nil || got != nil || expired != 2 {
-		t.Fatalf("stale: %v, %d expired, %v; want none and 2 expired", got, expired, err)
+	if c, err := LoadCache(path, time.Hour, now, Limits{}); err != nil || c.Addresses() != nil || c.Expired != 2 {
+		t.Fatalf("stale: %v, %d expired, %v; want none and 2 expired", c.Addresses(), c.Expired, err)
 	}
 
 	// No temporary file is left behind.
@@ -40,7 +40,7 @@ func TestCacheRoundTripAndExpiry(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	if _, _, err := LoadCache(path, time.Hour, now); err == nil {
+	if _, err := LoadCache(path, time.Hour, now, Limits{}); err == nil {
 		t.Fatal("a corrupt cache loaded without error")
 	}
 }

@@ -7,10 +7,8 @@ package discovery
 import (
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"slices"
-	"strconv"
 
 	discoveryv1 "k8s.io/api/discovery/v1"
 )
@@ -26,25 +24,39 @@ const (
 // slice is ignored: it never replaces a good set.
 var ErrBadSlice = errors.New("unusable EndpointSlice")
 
-// FromSlice returns the upstreams of an EndpointSlice: every address of every
-// endpoint that is ready (and not terminating, where that condition is
-// present), on the port named "https", sorted and without duplicates.
+// FromSlice is Limits{}.FromSlice, without the dropped addresses.
 func FromSlice(s *discoveryv1.EndpointSlice) ([]string, error) {
+	out, _, err := Limits{}.FromSlice(s)
+
+	return out, err
+}
+
+// FromSlice returns the upstreams of an EndpointSlice: every address of
+// every endpoint that is ready (and not terminating, where that condition
+// is present), on the port named "https", sorted and without duplicates.
+//
+// Addresses that fail Check are left out and returned as dropped. A slice
+// whose addresses are not all of its address family (IPv4-mapped IPv6
+// included: it is IPv4) is malformed and rejected whole, as is one with no
+// usable address left or with more than Max: the caller keeps its last good
+// set. Counting stops at Max + 1, so a huge slice costs no more than that.
+func (l Limits) FromSlice(s *discoveryv1.EndpointSlice) (upstreams []string, dropped []error, err error) {
 	if s == nil {
-		return nil, fmt.Errorf("%w: nil", ErrBadSlice)
+		return nil, nil, fmt.Errorf("%w: nil", ErrBadSlice)
 	}
 
 	family, err := addressFamily(s.AddressType)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 
 	port, err := httpsPort(s.Ports)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 
-	var out []string
+	limit := l.max()
+	seen := make(map[netip.AddrPort]struct{}, min(limit, 16))
 
 	for _, ep := range s.Endpoints {
 		if !usable(ep.Conditions) {
@@ -53,17 +65,36 @@ func FromSlice(s *discoveryv1.EndpointSlice) ([]string, error) {
 
 		for _, a := range ep.Addresses {
 			ip, err := netip.ParseAddr(a)
-			if err != nil || ip.Is4() != (family == discoveryv1.AddressTypeIPv4) || ip.Zone() != "" {
-				return nil, fmt.Errorf("%w: address %q is not an %s address", ErrBadSlice, a, family)
+			if err != nil || ip.Is4() != (family == discoveryv1.AddressTypeIPv4) || ip.Is4In6() || ip.Zone() != "" {
+				return nil, nil, fmt.Errorf("%w: address %q is not an %s address", ErrBadSlice, a, family)
 			}
 
-			out = append(out, net.JoinHostPort(ip.Unmap().String(), strconv.Itoa(port)))
+			ap := netip.AddrPortFrom(ip, uint16(port)) //nolint:gosec // httpsPort checked the range
+			if err := l.Check(ap); err != nil {
+				dropped = append(dropped, err)
+
+				continue
+			}
+
+			seen[ap] = struct{}{}
+			if len(seen) > limit {
+				return nil, dropped, fmt.Errorf("%w (more than %d)", ErrTooMany, limit)
+			}
 		}
+	}
+
+	if len(seen) == 0 && len(dropped) > 0 {
+		return nil, dropped, fmt.Errorf("%w: no usable address (%d dropped)", ErrBadSlice, len(dropped))
+	}
+
+	out := make([]string, 0, len(seen))
+	for ap := range seen {
+		out = append(out, ap.String())
 	}
 
 	slices.Sort(out)
 
-	return slices.Compact(out), nil
+	return out, dropped, nil
 }
 
 func addressFamily(t discoveryv1.AddressType) (discoveryv1.AddressType, error) {

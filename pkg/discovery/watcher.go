@@ -54,6 +54,7 @@ type State struct {
 type Watcher struct {
 	client   rest.Interface // discovery.k8s.io/v1
 	log      *zap.Logger
+	limits   Limits
 	onChange func([]string)
 
 	mu      sync.Mutex
@@ -61,9 +62,13 @@ type Watcher struct {
 	errorRV string // LastSyncResourceVersion when the last error happened
 }
 
-// NewWatcher returns a watcher that calls onChange with every new set.
-func NewWatcher(client *Client, log *zap.Logger, onChange func([]string)) *Watcher {
-	return &Watcher{client: client.Discovery, log: log, onChange: onChange, state: State{Phase: Connecting, Errors: map[Phase]uint64{}}}
+// NewWatcher returns a watcher that calls onChange with every new set,
+// taken from the slice within limits.
+func NewWatcher(client *Client, log *zap.Logger, limits Limits, onChange func([]string)) *Watcher {
+	return &Watcher{
+		client: client.Discovery, log: log, limits: limits, onChange: onChange,
+		state: State{Phase: Connecting, Errors: map[Phase]uint64{}},
+	}
 }
 
 // State returns the watcher's current state.
@@ -146,9 +151,15 @@ func (w *Watcher) onSlice(obj any) {
 		return
 	}
 
-	eps, err := FromSlice(s)
+	eps, dropped, err := w.limits.FromSlice(s)
 	if err == nil && len(eps) == 0 {
 		err = errors.New("no ready endpoint")
+	}
+
+	if len(dropped) > 0 {
+		w.log.Warn("the kubernetes EndpointSlice lists addresses that cannot be API servers; dropped them",
+			zap.String("resource_version", s.ResourceVersion), zap.Int("dropped", len(dropped)),
+			zap.Errors("first", dropped[:min(len(dropped), maxLoggedDrops)]))
 	}
 
 	w.mu.Lock()
@@ -171,6 +182,9 @@ func (w *Watcher) onSlice(obj any) {
 		w.onChange(slices.Clone(eps))
 	}
 }
+
+// maxLoggedDrops bounds the dropped addresses named in one log line.
+const maxLoggedDrops = 3
 
 // synced records contact with the API; w.mu is held.
 func (w *Watcher) synced() {

@@ -20,6 +20,7 @@ import (
 
 	"github.com/lexfrei/extractedprism/pkg/config"
 	"github.com/lexfrei/extractedprism/pkg/discovery"
+	"github.com/lexfrei/extractedprism/pkg/terminal"
 )
 
 // Verdict of one check.
@@ -40,10 +41,15 @@ type Result struct {
 	Fix     string // how to fix it, when not ok
 }
 
+// String is the result for a terminal: its texts come in part from
+// certificates, API servers and files, and are escaped
+// (terminal.Escape).
 func (r Result) String() string {
-	s := fmt.Sprintf("%-4s  %s: %s", r.Verdict, r.Check, r.Detail)
+	esc := terminal.Escape
+
+	s := fmt.Sprintf("%-4s  %s: %s", r.Verdict, esc(r.Check), esc(r.Detail))
 	if r.Fix != "" {
-		s += "\n      fix: " + r.Fix
+		s += "\n      fix: " + esc(r.Fix)
 	}
 
 	return s

@@ -12,6 +12,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/lexfrei/extractedprism/pkg/terminal"
 	"github.com/lexfrei/extractedprism/pkg/upstream"
 )
 
@@ -46,7 +47,28 @@ func (d Document) Summary() string {
 	return s
 }
 
-// Fetch reads the document from a health server base URL.
+// MaxBytes bounds the /status answer that is read: a document of a
+// thousand upstreams is ~400 KiB.
+const MaxBytes = 1 << 20
+
+// ErrTooLarge marks an answer over MaxBytes.
+var ErrTooLarge = fmt.Errorf("status answer larger than %d bytes", MaxBytes)
+
+// newClient reads the local health server only: no proxy, no redirects
+// (whatever holds the port could send the request elsewhere), bounded
+// headers.
+func newClient() *http.Client {
+	return &http.Client{
+		Transport: &http.Transport{Proxy: nil, MaxResponseHeaderBytes: 64 << 10, DisableKeepAlives: true},
+		CheckRedirect: func(*http.Request, []*http.Request) error {
+			return http.ErrUseLastResponse
+		},
+	}
+}
+
+// Fetch reads the document from a health server base URL. The raw answer
+// comes back re-encoded (terminal.EscapeJSON), safe to print; the answer
+// is read up to MaxBytes.
 func Fetch(ctx context.Context, baseURL string) (Document, []byte, error) {
 	var doc Document
 
@@ -55,32 +77,45 @@ func Fetch(ctx context.Context, baseURL string) (Document, []byte, error) {
 		return doc, nil, fmt.Errorf("status request: %w", err)
 	}
 
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := newClient().Do(req)
 	if err != nil {
 		return doc, nil, fmt.Errorf("is extractedprism running? %w", err)
 	}
 	defer resp.Body.Close()
 
-	raw, err := io.ReadAll(resp.Body)
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, MaxBytes+1))
 	if err != nil {
 		return doc, nil, fmt.Errorf("reading status: %w", err)
 	}
 
+	if len(raw) > MaxBytes {
+		return doc, nil, fmt.Errorf("%s: %w", req.URL, ErrTooLarge)
+	}
+
 	if resp.StatusCode != http.StatusOK {
-		return doc, raw, fmt.Errorf("status: HTTP %d from %s", resp.StatusCode, req.URL)
+		return doc, nil, fmt.Errorf("status: HTTP %d from %s", resp.StatusCode, req.URL)
 	}
 
 	if err := json.Unmarshal(raw, &doc); err != nil {
-		return doc, raw, fmt.Errorf("decoding status from %s: %w", req.URL, err)
+		return doc, nil, fmt.Errorf("decoding status from %s: %s", req.URL, terminal.Escape(err.Error()))
 	}
 
-	return doc, raw, nil
+	safe, err := terminal.EscapeJSON(raw)
+	if err != nil {
+		return doc, nil, fmt.Errorf("decoding status from %s: %w", req.URL, err)
+	}
+
+	return doc, safe, nil
 }
 
-// WriteTable prints the document for people.
+// WriteTable prints the document for people. Every string in it is
+// escaped (terminal.Escape): the document comes from whatever answers on
+// the health port.
 func WriteTable(w io.Writer, d Document, now time.Time) error {
+	esc := terminal.Escape
+
 	fmt.Fprintf(w, "extractedprism %s on %s, up %s: %s\n\n",
-		d.Version, d.Listen, now.Sub(d.StartedAt).Round(time.Second), d.Summary())
+		esc(d.Version), esc(d.Listen), now.Sub(d.StartedAt).Round(time.Second), esc(d.Summary()))
 
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "UPSTREAM\tSOURCE\tSTATE\tSCORE\tTIER\tCHECK\tACTIVE\tTOTAL\tSINCE\tLAST ERROR")
@@ -92,8 +127,8 @@ func WriteTable(w io.Writer, d Document, now time.Time) error {
 		}
 
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%g\t%d\t%.1fms\t%d\t%d\t%s\t%s\n",
-			u.Address, strings.Join(u.Sources, ","), state, u.Score, u.Tier, u.LatencyMillis,
-			u.ActiveConnections, u.TotalConnections, now.Sub(u.LastChange).Round(time.Second), u.LastError)
+			esc(u.Address), esc(strings.Join(u.Sources, ",")), state, u.Score, u.Tier, u.LatencyMillis,
+			u.ActiveConnections, u.TotalConnections, now.Sub(u.LastChange).Round(time.Second), esc(u.LastError))
 	}
 
 	if err := tw.Flush(); err != nil {

@@ -25,6 +25,7 @@ e2e_trap
 suite=${1:-bookworm}
 unit=extractedprism.service
 sock=extractedprism.socket
+hsock=extractedprism-health.socket
 
 art=""
 ep_artifacts art
@@ -83,6 +84,8 @@ upgrade() {
 gone() {
     local name=$1 desc=$2
     e2e_assert_eq "$desc: socket stopped" inactive "$(e2e_show "$name" "$sock" ActiveState)"
+    e2e_assert_eq "$desc: health socket stopped" inactive "$(e2e_show "$name" "$hsock" ActiveState)"
+    e2e_assert_ok "$desc: 127.0.0.1:7446 refuses connections" ep_refused "$name" 7446
     e2e_assert_eq "$desc: service stopped" inactive "$(e2e_show "$name" "$unit" ActiveState)"
     e2e_assert_eq "$desc: no extractedprism process left" "" "$(ep_daemon_pids "$name")"
     e2e_assert_ok "$desc: 127.0.0.1:7445 refuses connections" ep_refused "$name"
@@ -104,6 +107,8 @@ e2e_assert_ok "deb: dpkg -i $deb_old" e2e_exec "$n" dpkg -i "/dist/$deb_old"
 # socket on first install; the service is started by the first connection.
 e2e_assert_eq "deb: postinst enabled the socket" enabled "$(enabled "$n" "$sock")"
 e2e_assert_eq "deb: postinst started the socket" active/listening "$(state "$n" "$sock")"
+e2e_assert_eq "deb: postinst enabled the health socket (Also=)" enabled "$(enabled "$n" "$hsock")"
+e2e_assert_eq "deb: postinst started the health socket" active/listening "$(state "$n" "$hsock")"
 e2e_assert_eq "deb: service not started by the install" inactive "$(e2e_show "$n" "$unit" ActiveState)"
 e2e_assert_ok "deb: systemctl enable --now $sock (idempotent)" e2e_exec "$n" systemctl enable --now "$sock"
 config "$n"
@@ -185,6 +190,7 @@ e2e_assert_eq "rpm: units installed" loaded/loaded \
 # systemd runs, so a preset applies to an offline install (image builds,
 # dnf --installroot): the package went in before this boot.
 e2e_assert_eq "rpm: %post applied the preset in an offline install (socket enabled)" enabled "$(enabled "$n" "$sock")"
+e2e_assert_eq "rpm: the preset of the socket enabled the health socket too (Also=)" enabled "$(enabled "$n" "$hsock")"
 e2e_assert_ok "rpm: systemctl enable --now $sock" e2e_exec "$n" systemctl enable --now "$sock"
 config "$n"
 e2e_assert_eq "rpm: traffic flows" a "$(ep_hello "$n")"
@@ -220,6 +226,7 @@ e2e_assert_fails "rpm: config.toml itself is gone" e2e_exec "$n" test -e /etc/ex
 e2e_assert_ok "rpm: rpm -ivh $rpm_new on the running system" \
     e2e_exec "$n" rpm "${rpmdb[@]}" -ivh --nodeps "/dist/$rpm_new"
 e2e_assert_eq "rpm: %post applied the preset: socket enabled" enabled "$(enabled "$n" "$sock")"
+e2e_assert_eq "rpm: %post applied the preset: health socket enabled (Also=)" enabled "$(enabled "$n" "$hsock")"
 e2e_assert_eq "rpm: %post applied the preset: service not enabled (disable *)" disabled "$(enabled "$n" "$unit")"
 e2e_assert_ok "rpm: rpm -e extractedprism again" e2e_exec "$n" rpm "${rpmdb[@]}" -e --nodeps extractedprism
 e2e_assert_eq "rpm: no symlink of ours left in /etc/systemd" "" \

@@ -22,6 +22,7 @@ suite=${1:-bookworm}
 n=svc-$$
 unit=extractedprism.service
 sock=extractedprism.socket
+hsock=extractedprism-health.socket
 
 art=""
 ep_artifacts art
@@ -55,6 +56,8 @@ addr() { echo "127.0.0.$((11 + $(printf '%d' "'$1") - 97)):6443"; } # a -> 127.0
 # Install and socket activation
 # ---------------------------------------------------------------------------
 e2e_assert_ok "dpkg -i $deb" e2e_exec "$n" dpkg -i "/dist/$deb"
+e2e_assert_eq "postinst enabled the health socket too (Also=)" enabled \
+    "$(e2e_exec "$n" systemctl is-enabled "$hsock" 2>&1)"
 config "$(q "$(addr a)" "$(addr b)")"
 e2e_assert_ok "systemctl enable --now $sock" e2e_exec "$n" systemctl enable --now "$sock"
 e2e_assert_eq "socket is listening" active/listening "$(show "$sock" ActiveState)/$(show "$sock" SubState)"
@@ -100,6 +103,25 @@ e2e_assert_eq "bytes flow both ways through the proxy" "hello-1" "$(ep_roundtrip
 e2e_assert_eq "connections are spread over both upstreams" "a b" "$(ep_names "$n" 6)"
 e2e_assert_match "the daemon runs as a dynamic user, not root" '^[1-9][0-9]*$' \
     "$(e2e_exec "$n" stat -c %u "/proc/$pid1")"
+
+# health_get : GET /healthz on 127.0.0.1:7446; prints the first line and
+# the body's last line (or the first line a non-HTTP listener writes).
+health_get() {
+    e2e_exec "$n" timeout 5 bash -c '
+        exec 3<>/dev/tcp/127.0.0.1/7446 || exit 1
+        printf "GET /healthz HTTP/1.0\r\nHost: x\r\n\r\n" >&3
+        IFS= read -r -t 3 first <&3 || exit 1
+        last=$first
+        while IFS= read -r -t 3 line <&3; do last=$line; done
+        printf "%s|%s\n" "${first%$'"'"'\r'"'"'}" "${last%$'"'"'\r'"'"'}"' 2>&1
+}
+e2e_assert_eq "the health socket is held by systemd and in use" active/running "$(show "$hsock" ActiveState)/$(show "$hsock" SubState)"
+e2e_assert_eq "/healthz answers on the inherited health socket" "HTTP/1.0 200 OK|ok" "$(health_get)"
+e2e_assert_eq "MemoryMax= bounds the service (512M)" 536870912 "$(show "$unit" MemoryMax)"
+e2e_assert_eq "TasksMax= bounds the service" 1024 "$(show "$unit" TasksMax)"
+threads=$(e2e_exec "$n" sed -n 's/^Threads:[[:space:]]*//p' "/proc/$pid1/status")
+e2e_assert_match "the daemon's threads are far below TasksMax" '^[0-9]{1,2}$' "$threads"
+ep_metric daemon_threads "$threads"
 
 # Two more cold starts for the numbers: stop the service, keep the socket.
 for i in 2 3; do
@@ -221,6 +243,38 @@ e2e_assert_match "service runs again with a new MainPID" "^[1-9][0-9]*$" "$(show
 [[ $(show "$unit" MainPID) != "$pid" ]] || e2e_fail "MainPID did not change across the restarts"
 
 # ---------------------------------------------------------------------------
+# The health port taken by another process: the daemon proxies anyway
+# ---------------------------------------------------------------------------
+# An unprivileged process takes 127.0.0.1:7446 while the health socket is
+# down (the upstream stand-in, answering its name): the socket cannot bind,
+# the service starts without it, proxies, says so in STATUS=, and serves
+# /healthz itself once the port is free.
+e2e_exec "$n" systemctl stop "$unit" "$hsock"
+e2e_exec "$n" systemd-run --quiet --unit=e2e-squatter -p DynamicUser=yes /usr/local/bin/e2e-upstream squatter=127.0.0.1:7446
+e2e_wait_until 10 eval '[[ $(health_get) == squatter* ]]' || true
+e2e_assert_match "the squatter holds 127.0.0.1:7446" '^squatter' "$(health_get)"
+e2e_exec "$n" systemctl start "$unit" 2>/dev/null || true
+e2e_assert_eq "the service runs with the health port taken" active/running "$(show "$unit" ActiveState)/$(show "$unit" SubState)"
+e2e_assert_eq "the health socket failed to bind" failed "$(show "$hsock" ActiveState)"
+e2e_assert_eq "the proxy serves with the health port taken" c "$(ep_hello "$n")"
+e2e_assert_eventually "StatusText says the health server is not listening" 10 \
+    status_matches 'health server not listening: .*address already in use'
+e2e_log "StatusText: $(status_text)"
+e2e_exec "$n" systemctl stop e2e-squatter
+t0=$SECONDS
+e2e_assert_eventually "the daemon serves /healthz itself once the port is free" 40 \
+    eval '[[ $(health_get) == "HTTP/1.0 200 OK|ok" ]]'
+e2e_log "health port bound by the daemon ~$((SECONDS - t0)) s after the squatter left"
+e2e_assert_eventually "StatusText no longer mentions the health server" 5 eval '! status_matches "health server"'
+# Back to the packaged state: the health socket held by systemd.
+e2e_exec "$n" systemctl stop "$unit"
+e2e_exec "$n" systemctl reset-failed "$hsock"
+e2e_exec "$n" systemctl start "$hsock"
+e2e_assert_eq "the health socket binds again once the daemon let go" active/listening \
+    "$(show "$hsock" ActiveState)/$(show "$hsock" SubState)"
+e2e_assert_eq "and the next connection starts the service with it" c "$(ep_hello "$n")"
+
+# ---------------------------------------------------------------------------
 # Watchdog: a stopped daemon is restarted
 # ---------------------------------------------------------------------------
 e2e_exec "$n" mkdir -p "/etc/systemd/system/$unit.d"
@@ -260,6 +314,34 @@ else
 fi
 ep_metric watchdog_refused "$E2E_CLIENT_REFUSED"
 e2e_assert_eq "traffic flows after the watchdog restart" c "$(ep_hello "$n")"
+
+# ---------------------------------------------------------------------------
+# An invalid configuration at start: why, in STATUS=; restarts spaced out
+# ---------------------------------------------------------------------------
+e2e_exec "$n" rm -f "/etc/systemd/system/$unit.d/e2e-watchdog.conf"
+e2e_exec "$n" systemctl daemon-reload
+config "$(q "$(addr c)")" 'dial_timeout = "banana"'
+e2e_exec "$n" systemctl restart --no-block "$unit"
+e2e_assert_eventually "StatusText names the error of the failed start" 15 \
+    status_matches '^start failed \(1 in a row\), exiting in 1s: /etc/extractedprism/config.toml:[0-9]+: dial_timeout'
+e2e_log "StatusText: $(status_text)"
+e2e_assert_eventually "each failed start in a row waits longer: 3rd waits 4 s" 20 \
+    status_matches '^start failed \(3 in a row\), exiting in 4s'
+r0=$(show "$unit" NRestarts) t0=$SECONDS
+e2e_sleep 8
+r1=$(show "$unit" NRestarts)
+if ((r1 - r0 <= 2)); then
+    e2e_pass "restarts spaced out: NRestarts $r0 -> $r1 in $((SECONDS - t0)) s (RestartSec=1s alone: ~7)"
+else
+    e2e_fail "restarts not spaced out: NRestarts $r0 -> $r1 in $((SECONDS - t0)) s"
+fi
+ep_metric config_error_restarts_in_8s "$((r1 - r0))"
+config "$(q "$(addr c)")"
+e2e_exec "$n" systemctl restart --no-block "$unit" # SIGTERM ends the wait
+e2e_assert_eventually "a fixed configuration starts at once" 15 status_matches '^1/1 upstreams healthy'
+e2e_assert_ok "a successful start clears the count" \
+    eval '! e2e_exec "$n" test -e /var/lib/private/extractedprism/start-failures'
+e2e_assert_eq "traffic flows after the failed starts" c "$(ep_hello "$n")"
 
 # ---------------------------------------------------------------------------
 # Numbers

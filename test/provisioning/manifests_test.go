@@ -9,6 +9,9 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/lexfrei/extractedprism/pkg/config"
 )
 
 // renderedChart returns the chart renderings run.sh made with helm, by
@@ -84,10 +87,24 @@ func normalize(v any) any {
 	return out
 }
 
+// podUID is the proxy pod's user and group: its own, not the host's nobody
+// (65534), which other services on the node run as.
+const podUID = 60745
+
 // checkNodeProxyPod checks what every flavour of the proxy pod must have:
-// host network, loopback probes, the non-root read-only sandbox, the
-// image's own entrypoint, and a writable state directory.
+// host network, a loopback readiness probe on the health port and no
+// liveness probe (the daemon's own watchdog ends a stalled process; a
+// probe could be answered by whatever holds the port), the non-root
+// read-only sandbox under its own UID, no CPU limit, the image's own
+// entrypoint, and a writable state directory.
 func checkNodeProxyPod(t *testing.T, podSpec map[string]any) {
+	t.Helper()
+	checkNodeProxyPodOn(t, podSpec, 7446, false)
+}
+
+// checkNodeProxyPodOn is checkNodeProxyPod for a health port and, when
+// liveness, an httpGet liveness probe on /healthz.
+func checkNodeProxyPodOn(t *testing.T, podSpec map[string]any, healthPort int, liveness bool) {
 	t.Helper()
 
 	expect(t, podSpec, true, "hostNetwork")
@@ -109,12 +126,21 @@ func checkNodeProxyPod(t *testing.T, podSpec map[string]any) {
 		t.Errorf("command/args override the image's /extractedprism run: %v %v", c["command"], c["args"])
 	}
 
-	for probe, path := range map[string]string{"livenessProbe": "/healthz", "readinessProbe": "/readyz"} {
-		expect(t, c, map[string]any{"host": "127.0.0.1", "path": path, "port": 7446}, probe, "httpGet")
+	expect(t, c, map[string]any{"host": "127.0.0.1", "path": "/readyz", "port": healthPort}, "readinessProbe", "httpGet")
+
+	if liveness {
+		expect(t, c, map[string]any{"host": "127.0.0.1", "path": "/healthz", "port": healthPort}, "livenessProbe", "httpGet")
+	} else if c["livenessProbe"] != nil {
+		t.Errorf("a liveness probe on the health port, which any process on the node could answer: %v", c["livenessProbe"])
+	}
+
+	if cpu, ok := get(c, "resources", "limits", "cpu"); ok {
+		t.Errorf("a CPU limit (%v) on the path that carries all of a node's API traffic", cpu)
 	}
 
 	expect(t, c, true, "securityContext", "runAsNonRoot")
-	expect(t, c, 65534, "securityContext", "runAsUser")
+	expect(t, c, podUID, "securityContext", "runAsUser")
+	expect(t, c, podUID, "securityContext", "runAsGroup")
 	expect(t, c, true, "securityContext", "readOnlyRootFilesystem")
 	expect(t, c, false, "securityContext", "allowPrivilegeEscalation")
 	expect(t, c, []any{"ALL"}, "securityContext", "capabilities", "drop")
@@ -157,6 +183,21 @@ func checkNodeProxyPod(t *testing.T, podSpec map[string]any) {
 	}
 
 	checkConfig(t, "", env)
+}
+
+// containerEnv is the first container's env, by name (values only).
+func containerEnv(t *testing.T, podSpec map[string]any) map[string]string {
+	t.Helper()
+
+	env := map[string]string{}
+
+	vars, _ := mustGet(t, podSpec, "containers", 0, "env").([]any)
+	for _, e := range vars {
+		ev := e.(map[string]any)
+		env[ev["name"].(string)], _ = ev["value"].(string)
+	}
+
+	return env
 }
 
 func podSpecOf(t *testing.T, obj map[string]any) map[string]any {
@@ -218,7 +259,18 @@ func TestChartRendering(t *testing.T) {
 		expect(t, spec, "ClusterFirstWithHostNet", "dnsPolicy")
 		expect(t, spec, []any{map[string]any{"operator": "Exists"}}, "tolerations")
 		expect(t, spec, true, "automountServiceAccountToken")
-		expect(t, ds, map[string]any{"type": "RollingUpdate", "rollingUpdate": map[string]any{"maxUnavailable": 1}}, "spec", "updateStrategy")
+		expect(t, ds, map[string]any{"type": "RollingUpdate", "rollingUpdate": map[string]any{"maxUnavailable": 1, "maxSurge": 0}}, "spec", "updateStrategy")
+		expect(t, ds, 10, "spec", "minReadySeconds")
+
+		// The daemon's own defaults, not the original chart's 20 s / 15 s.
+		env := containerEnv(t, spec)
+		def := config.Default()
+
+		for name, want := range map[string]string{"EP_HEALTH_INTERVAL": def.HealthInterval.String(), "EP_HEALTH_TIMEOUT": def.HealthTimeout.String()} {
+			if got, err := time.ParseDuration(env[name]); err != nil || got.String() != want {
+				t.Errorf("%s = %q, want the daemon's default %s", name, env[name], want)
+			}
+		}
 		expect(t, spec, "ghcr.io/lexfrei/extractedprism:0.1.0", "containers", 0, "image")
 
 		sa := one(t, docs, "ServiceAccount")
@@ -240,7 +292,9 @@ func TestChartRendering(t *testing.T) {
 
 		ds := one(t, docs, "DaemonSet")
 		spec := podSpecOf(t, ds)
-		checkNodeProxyPod(t, spec)
+		// healthPort moves both probes; a liveness probe without a port gets it.
+		checkNodeProxyPodOn(t, spec, 9446, true)
+		expect(t, containerEnv(t, spec)["EP_BIND_ADDRESS"], "0.0.0.0")
 		// Still mounted: its CA verifies the https health checks.
 		expect(t, spec, true, "automountServiceAccountToken")
 		expect(t, spec, "custom-sa", "serviceAccountName")

@@ -144,6 +144,30 @@ else
 	fail "helm template without endpoints fails" "$out"
 fi
 
+# render_fails NAME WANT ARGS...: rendering with ARGS must fail, saying WANT.
+render_fails() {
+	local name=$1 want=$2 out
+	shift 2
+	if out=$(helm template extractedprism "$chart" --namespace kube-system --kube-version "$kube_version" --set "endpoints=$endpoints" "$@" 2>&1); then
+		fail "$name" "rendered: $*"
+	elif [[ $out == *"$want"* ]]; then
+		pass "$name"
+	else
+		fail "$name" "$out"
+	fi
+}
+render_fails "helm template refuses bindAddress 0.0.0.0 on the host network without exposeOnNodeNetwork" \
+	"exposes the proxy" --set bindAddress=0.0.0.0
+render_fails "helm template refuses a node IP as bindAddress without exposeOnNodeNetwork" \
+	"exposes the proxy" --set bindAddress=10.0.0.5
+check "helm template takes bindAddress 0.0.0.0 with exposeOnNodeNetwork=true" \
+	render "$work/exposed.yaml" --set "endpoints=$endpoints" --set bindAddress=0.0.0.0 --set exposeOnNodeNetwork=true
+render_fails "helm template refuses serviceAccount.create=false without a name when discovery is on" \
+	"serviceAccount.name is required" --set serviceAccount.create=false
+check "helm template takes serviceAccount.create=false without a name when discovery is off" \
+	render "$work/nosa.yaml" --set "endpoints=$endpoints" --set serviceAccount.create=false --set enableDiscovery=false
+render_fails "helm template refuses a surge on the host network" "maxSurge must be 0" --set updateStrategy.maxSurge=1
+
 # --- shell --------------------------------------------------------------------
 
 check "shellcheck packaging/kubelet/extractedprism-kubelet-wiring" shellcheck -s sh packaging/kubelet/extractedprism-kubelet-wiring

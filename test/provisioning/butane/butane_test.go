@@ -301,6 +301,15 @@ func TestButane(t *testing.T) {
 						t.Error("extractedprism.socket differs from systemd/extractedprism.socket")
 					}
 
+					health := unit(cfg, "extractedprism-health.socket")
+					if health == nil || health.Enabled == nil || !*health.Enabled {
+						t.Fatal("extractedprism-health.socket is not enabled: the health port could be taken at boot")
+					}
+
+					if str(health.Contents) != repoFile(t, "systemd/extractedprism-health.socket") {
+						t.Error("extractedprism-health.socket differs from systemd/extractedprism-health.socket")
+					}
+
 					service := unit(cfg, "extractedprism.service")
 					if service == nil || str(service.Contents) != repoFile(t, "systemd/extractedprism.service") {
 						t.Fatal("extractedprism.service is not systemd/extractedprism.service verbatim")

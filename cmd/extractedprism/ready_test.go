@@ -5,10 +5,8 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 )
 
@@ -77,24 +75,7 @@ enable_discovery = false
 
 	notifyPath, msgs := notifyListener(t)
 
-	self, err := exec.LookPath("extractedprism")
-	if err != nil {
-		t.Fatal(err)
-	}
-
-	var stderr syncBuffer
-
-	cmd := exec.Command("/bin/sh", "-c", `LISTEN_PID=$$ exec "$0" "$@"`, self, "run", "--config", cfgPath)
-	cmd.Env = append(os.Environ(), "LISTEN_FDS=1", "LISTEN_FDNAMES=proxy", "NOTIFY_SOCKET="+notifyPath)
-	cmd.ExtraFiles = []*os.File{lnFile}
-	cmd.Stderr = &stderr
-
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	lnFile.Close()
+	cmd, stderr := startActivated(t, cfgPath, lnFile, notifyPath)
 
 	expectNotify(t, msgs, "READY=1")
 
@@ -118,13 +99,5 @@ enable_discovery = false
 		t.Fatalf("served by %q once a came up, want a", got)
 	}
 
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-
-	expectNotify(t, msgs, "STOPPING=1")
-
-	if err := cmd.Wait(); err != nil {
-		t.Fatalf("exit after SIGTERM: %v\n%s", err, stderr.String())
-	}
+	stopActivated(t, cmd, msgs, stderr)
 }

@@ -1,5 +1,10 @@
 # extractedprism. `make help` lists the targets.
 
+# bash with pipefail: a failing command on the left of a pipe fails the
+# recipe (`build.sh | tail -1`, `extractedprism man | gzip`).
+SHELL       := /bin/bash
+.SHELLFLAGS := -o pipefail -c
+
 GO      ?= go
 MODULE  := github.com/lexfrei/extractedprism
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
@@ -22,7 +27,9 @@ build: ## build bin/extractedprism (static, stripped)
 share: build ## generate shell completions and the man page into bin/share/
 	mkdir -p bin/share
 	for sh in bash zsh fish; do ./bin/extractedprism completion $$sh > bin/share/extractedprism.$$sh || exit 1; done
-	./bin/extractedprism man | gzip -9n > bin/share/extractedprism.8.gz
+	./bin/extractedprism man > bin/share/extractedprism.8
+	grep -q '^\.TH ' bin/share/extractedprism.8 || { echo "bin/share/extractedprism.8 is not a man page" >&2; exit 1; }
+	gzip -9nf bin/share/extractedprism.8
 
 package: share ## build deb, rpm, apk and archlinux packages into dist/ for the host arch
 	mkdir -p dist
@@ -55,15 +62,16 @@ bench: build ## side by side with HAProxy and nginx on loopback (~6 min; install
 
 bench-discovery: build ## idle RSS and CPU of the built daemon with discovery on, against three real kube-apiservers (root, ~1 min)
 	KUBE_BINS=$$(hack/kube-bins/build.sh | tail -1) && export KUBE_BINS && \
-	$(GO) test -count=1 -tags integration -exec $(CURDIR)/hack/netns-run.sh -run '^$$' -bench '^BenchmarkIdleWithDiscovery$$' -benchtime 1x ./test/integration
+	hack/must-run.sh BenchmarkIdleWithDiscovery \
+		$(GO) test -count=1 -tags integration -exec $(CURDIR)/hack/netns-run.sh -run '^$$' -bench '^BenchmarkIdleWithDiscovery$$' -benchtime 1x ./test/integration
 
 bench-go: ## Go micro-benchmarks of the hot paths (pick, relay round trip and bulk, connect + 64 B round trip)
-	$(GO) test -run '^$$' -bench . -benchmem ./pkg/balancer
+	hack/must-run.sh 'Benchmark[[:alnum:]_/]+' $(GO) test -run '^$$' -bench . -benchmem ./pkg/balancer
 
 FUZZTIME ?= 10s
 test-fuzz: ## a bounded fuzz run of the config loader and the slice conversion (seed corpus in the tests)
-	$(GO) test -run '^$$' -fuzz '^FuzzLoad$$' -fuzztime $(FUZZTIME) ./pkg/config
-	$(GO) test -run '^$$' -fuzz '^FuzzFromSlice$$' -fuzztime $(FUZZTIME) ./pkg/discovery
+	hack/must-run.sh FuzzLoad $(GO) test -v -run '^$$' -fuzz '^FuzzLoad$$' -fuzztime $(FUZZTIME) ./pkg/config
+	hack/must-run.sh FuzzFromSlice $(GO) test -v -run '^$$' -fuzz '^FuzzFromSlice$$' -fuzztime $(FUZZTIME) ./pkg/discovery
 
 test-units: build ## systemd-analyze verify + security exposure of the units
 	hack/check-units.sh bin/extractedprism

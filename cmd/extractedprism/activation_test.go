@@ -145,6 +145,51 @@ func servedBy(t *testing.T, addr string) string {
 	return lineFrom(t, c, bufio.NewReader(c))
 }
 
+// startActivated runs `extractedprism run --config cfgPath` as systemd runs
+// a socket-activated Type=notify service: lnFile's socket as fd 3 named
+// "proxy", NOTIFY_SOCKET, and env. lnFile is closed once the child has it.
+func startActivated(t *testing.T, cfgPath string, lnFile *os.File, notifyPath string, env ...string) (*exec.Cmd, *syncBuffer) {
+	t.Helper()
+
+	self, err := exec.LookPath("extractedprism")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	stderr := &syncBuffer{}
+
+	// LISTEN_PID must be the daemon's own pid: sh sets it, then becomes it.
+	cmd := exec.Command("/bin/sh", "-c", `LISTEN_PID=$$ exec "$0" "$@"`, self, "run", "--config", cfgPath)
+	cmd.Env = append(append(os.Environ(), "LISTEN_FDS=1", "LISTEN_FDNAMES=proxy", "NOTIFY_SOCKET="+notifyPath), env...)
+	cmd.ExtraFiles = []*os.File{lnFile}
+	cmd.Stderr = stderr
+
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	lnFile.Close()
+
+	return cmd, stderr
+}
+
+// stopActivated stops it as systemd does, and wants STOPPING=1 and a
+// clean exit.
+func stopActivated(t *testing.T, cmd *exec.Cmd, msgs <-chan string, stderr *syncBuffer) {
+	t.Helper()
+
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+
+	expectNotify(t, msgs, "STOPPING=1")
+
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("exit after SIGTERM: %v\n%s", err, stderr.String())
+	}
+}
+
 func TestSocketActivationNotifyAndReload(t *testing.T) {
 	t.Parallel()
 
@@ -192,26 +237,8 @@ enable_discovery = false
 
 	notifyPath, msgs := notifyListener(t)
 
-	self, err := exec.LookPath("extractedprism")
-	if err != nil {
-		t.Fatal(err)
-	}
-
-	var stderr syncBuffer
-
-	// LISTEN_PID must be the daemon's own pid: sh sets it, then becomes it.
-	cmd := exec.Command("/bin/sh", "-c", `LISTEN_PID=$$ exec "$0" "$@"`, self, "run", "--config", cfgPath)
-	cmd.Env = append(os.Environ(), "LISTEN_FDS=1", "LISTEN_FDNAMES=proxy", "NOTIFY_SOCKET="+notifyPath, "WATCHDOG_USEC=1000000")
-	cmd.ExtraFiles = []*os.File{lnFile}
-	cmd.Stderr = &stderr
-
 	execAt := time.Now()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-
-	t.Cleanup(func() { _ = cmd.Process.Kill() })
-	lnFile.Close()
+	cmd, stderr := startActivated(t, cfgPath, lnFile, notifyPath, "WATCHDOG_USEC=1000000")
 
 	ready := expectNotify(t, msgs, "READY=1")
 	toReady := time.Since(execAt)
@@ -275,15 +302,7 @@ drain_timeout = "200ms"
 		t.Fatalf("after the rejected reload, served by %q, want b", got)
 	}
 
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-
-	expectNotify(t, msgs, "STOPPING=1")
-
-	if err := cmd.Wait(); err != nil {
-		t.Fatalf("exit after SIGTERM: %v\n%s", err, stderr.String())
-	}
+	stopActivated(t, cmd, msgs, stderr)
 
 	log := stderr.String()
 	for _, want := range []string{

@@ -1,5 +1,5 @@
 #!/bin/bash
-# Builds kube-apiserver, etcd and etcdctl from the pinned module in this directory
+# Builds kube-apiserver, kubectl, etcd and etcdctl from the pinned module in this directory
 # into a content-addressed cache directory, and prints that directory as the last
 # line of stdout:
 #
@@ -37,6 +37,7 @@ module_version() {
 binaries_work() {
 	local dir=$1
 	"$dir/kube-apiserver" --version >/dev/null 2>&1 &&
+		"$dir/kubectl" version --client >/dev/null 2>&1 &&
 		"$dir/etcd" --version >/dev/null 2>&1 &&
 		"$dir/etcdctl" version >/dev/null 2>&1
 }
@@ -54,7 +55,7 @@ build_into() {
 	# `kubectl version` and client-side version checks misleading.
 	local cv=k8s.io/component-base/version
 	local ldflags="-s -w -X $cv.gitVersion=$kver -X $cv.gitMajor=$major -X $cv.gitMinor=$minor -X $cv.gitTreeState=clean"
-	log "building kube-apiserver $kver, etcd and etcdctl $(module_version go.etcd.io/etcd/server/v3) (a cold build takes 5-10 min)"
+	log "building kube-apiserver and kubectl $kver, etcd and etcdctl $(module_version go.etcd.io/etcd/server/v3) (a cold build takes 5-10 min)"
 	# In the background so a signal to this script is handled at once (bash
 	# defers traps until a foreground child exits). Job control gives the
 	# build its own process group, so the trap can stop go and its compilers
@@ -62,6 +63,7 @@ build_into() {
 	set -m
 	(cd "$HERE" && exec go build -trimpath -ldflags="$ldflags" -o "$out/" \
 		k8s.io/kubernetes/cmd/kube-apiserver \
+		k8s.io/kubernetes/cmd/kubectl \
 		go.etcd.io/etcd/server/v3 \
 		go.etcd.io/etcd/etcdctl/v3) &
 	local pid=$!

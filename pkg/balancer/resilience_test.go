@@ -424,9 +424,8 @@ func TestFallRiseAndResetOnFailure(t *testing.T) {
 		t.Fatal("a client of the failed upstream is still connected")
 	}
 
-	if n := b.Stats().ClosedFailed; n < 1 {
-		t.Fatalf("closed %d connections of failed upstreams, want at least 1", n)
-	}
+	// Counted once the reset is done; the client may see its end first.
+	waitFor(t, "the reset to be counted", func() bool { return b.Stats().ClosedFailed >= 1 })
 
 	if st := statusOf(t, b, a.addr()); st.Score > -2 {
 		t.Fatalf("score %v after the fall, want at most -2", st.Score)

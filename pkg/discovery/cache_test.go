@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -42,5 +43,44 @@ func TestCacheRoundTripAndExpiry(t *testing.T) {
 
 	if _, err := LoadCache(path, time.Hour, now, Limits{}); err == nil {
 		t.Fatal("a corrupt cache loaded without error")
+	}
+}
+
+// A cache that cannot be read or written is an error that names the
+// problem, and a failed write leaves the old file and no temporary file.
+func TestCacheErrors(t *testing.T) {
+	t.Parallel()
+
+	now := time.Now()
+	dir := t.TempDir()
+
+	if _, err := LoadCache(dir, time.Hour, now, Limits{}); err == nil || !strings.Contains(err.Error(), "reading cache") {
+		t.Fatalf("loading a directory: %v, want a read error", err)
+	}
+
+	if err := SaveCache(filepath.Join(dir, "missing", CacheFile), []string{"10.0.0.1:6443"}, now); err == nil ||
+		!strings.Contains(err.Error(), "writing cache") {
+		t.Fatalf("saving into a missing directory: %v, want a write error", err)
+	}
+
+	// The rename fails: a directory with something in it is in the way.
+	blocked := filepath.Join(dir, "blocked")
+	if err := os.MkdirAll(filepath.Join(blocked, "x"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := SaveCache(blocked, []string{"10.0.0.1:6443"}, now); err == nil || !strings.Contains(err.Error(), "writing cache") {
+		t.Fatalf("saving over a directory: %v, want a write error", err)
+	}
+
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	for _, e := range entries {
+		if e.Name() != "blocked" {
+			t.Fatalf("%s left behind after failed writes", e.Name())
+		}
 	}
 }

@@ -3,7 +3,6 @@ package discovery
 import (
 	"context"
 	"errors"
-	"io"
 	"maps"
 	"slices"
 	"sync"
@@ -57,9 +56,8 @@ type Watcher struct {
 	limits   Limits
 	onChange func([]string)
 
-	mu      sync.Mutex
-	state   State
-	errorRV string // LastSyncResourceVersion when the last error happened
+	mu    sync.Mutex
+	state State
 }
 
 // NewWatcher returns a watcher that calls onChange with every new set,
@@ -88,8 +86,11 @@ func (w *Watcher) State() State {
 func (w *Watcher) Run(ctx context.Context) {
 	inf := cache.NewSharedIndexInformerWithOptions(w.listWatch(), &discoveryv1.EndpointSlice{}, cache.SharedIndexInformerOptions{})
 
+	// Requests are judged where they are made (listWatch): client-go
+	// retries a refused connection or a 429 without calling this handler,
+	// and what it does report here was judged there already.
 	_ = inf.SetWatchErrorHandlerWithContext(func(_ context.Context, _ *cache.Reflector, err error) {
-		w.watchError(err, inf.LastSyncResourceVersion())
+		w.log.Debug("list and watch ended; client-go retries", zap.Error(err))
 	})
 
 	_, _ = inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
@@ -102,8 +103,6 @@ func (w *Watcher) Run(ctx context.Context) {
 		},
 	})
 
-	go w.noticeRecovery(ctx, inf)
-
 	inf.RunWithContext(ctx)
 }
 
@@ -111,8 +110,12 @@ func (w *Watcher) Run(ctx context.Context) {
 // resourceNames is enough.
 func (w *Watcher) listWatch() *cache.ListWatch {
 	sel := fields.OneTermEqualSelector("metadata.name", SliceName).String()
+	// No retries inside a request: the informer retries with its capped
+	// backoff. client-go would otherwise repeat a request that got no
+	// answer ten times, a second apart, hiding an outage for 10 s a request
+	// and asking the proxy once a second meanwhile.
 	request := func(o metav1.ListOptions) *rest.Request {
-		return w.client.Get().Namespace(Namespace).Resource("endpointslices").VersionedParams(&o, metav1.ParameterCodec)
+		return w.client.Get().Namespace(Namespace).Resource("endpointslices").VersionedParams(&o, metav1.ParameterCodec).MaxRetries(0)
 	}
 
 	return &cache.ListWatch{
@@ -124,8 +127,10 @@ func (w *Watcher) listWatch() *cache.ListWatch {
 			w.mu.Unlock()
 
 			list := &discoveryv1.EndpointSliceList{}
+			err := request(o).Do(ctx).Into(list)
+			w.answered(err)
 
-			return list, request(o).Do(ctx).Into(list)
+			return list, err
 		},
 		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
 			o.FieldSelector = sel
@@ -140,7 +145,16 @@ func (w *Watcher) listWatch() *cache.ListWatch {
 
 			o.Watch = true
 
-			return request(o).Watch(ctx)
+			wi, err := request(o).Watch(ctx)
+			if err != nil {
+				w.requestFailed(err)
+
+				return nil, err
+			}
+
+			// A watch that got no answer comes back as an empty watch
+			// without an error: only what it streams is contact.
+			return watch.Filter(wi, w.streamed), nil
 		},
 	}
 }
@@ -197,15 +211,47 @@ func (w *Watcher) synced() {
 	}
 }
 
-// watchError classifies a failed list or watch. Routine ends of a watch are
-// not news; a new kind of trouble is logged once, not on every retry.
-func (w *Watcher) watchError(err error, rv string) {
+// streamed records an event of a watch stream as contact with the API. An
+// error event is not judged here: client-go makes its own when the stream
+// breaks or is stopped, and answers a real one with a new request, which
+// is judged.
+func (w *Watcher) streamed(ev watch.Event) (watch.Event, bool) {
+	if ev.Type != watch.Error {
+		w.answered(nil)
+	}
+
+	return ev, true
+}
+
+// answered records how a request to the API went. Any answer means the API
+// is reachable (and, after trouble, that the watch recovers: a relist may
+// bring no slice event); a failure is classified.
+func (w *Watcher) answered(err error) {
+	if err != nil {
+		w.requestFailed(err)
+
+		return
+	}
+
+	w.mu.Lock()
+	w.synced()
+	w.mu.Unlock()
+}
+
+// requestFailed classifies a failed list or watch request. A resource
+// version the API server no longer has is routine: client-go lists again.
+// A request that got no answer at all (EOF: through the proxy, no API
+// server is left behind it) is an unreachable API, not the normal end of
+// a watch stream, which never fails a request. A new kind of trouble is
+// logged once, not on every retry.
+func (w *Watcher) requestFailed(err error) {
 	var phase Phase
 
 	switch {
-	case apierrors.IsResourceExpired(err) || apierrors.IsGone(err),
-		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, context.Canceled):
-		w.log.Debug("watch ended; client-go resumes it", zap.Error(err))
+	case errors.Is(err, context.Canceled): // stopping
+		return
+	case apierrors.IsResourceExpired(err) || apierrors.IsGone(err):
+		w.log.Debug("the watch cannot resume; client-go lists again", zap.Error(err))
 
 		return
 	case apierrors.IsForbidden(err):
@@ -221,7 +267,6 @@ func (w *Watcher) watchError(err error, rv string) {
 	w.state.Phase = phase
 	w.state.Errors[phase]++
 	w.state.LastError = err.Error()
-	w.errorRV = rv
 	w.mu.Unlock()
 
 	if was == phase {
@@ -238,29 +283,5 @@ func (w *Watcher) watchError(err error, rv string) {
 		w.log.Error("discovery unauthorized: the API rejects these credentials. Retrying; static endpoints stay in use.", zap.Error(err))
 	default:
 		w.log.Warn("discovery cannot reach the API; retrying with backoff", zap.Error(err))
-	}
-}
-
-// noticeRecovery marks the watch healthy again once client-go has relisted
-// after an error: the resource version moves even when the slice did not
-// change, so no event would tell us.
-func (w *Watcher) noticeRecovery(ctx context.Context, inf cache.SharedIndexInformer) {
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
-
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
-
-		rv := inf.LastSyncResourceVersion()
-
-		w.mu.Lock()
-		if rv != "" && (w.state.Phase == Connecting || (w.state.Phase != Watching && rv != w.errorRV)) {
-			w.synced()
-		}
-		w.mu.Unlock()
 	}
 }

@@ -160,9 +160,10 @@ ep_names() {
         done' _ "$EP_PORT" "${2:?count}" 2>&1 | sort -u | paste -sd' ' -
 }
 
-# ep_daemon_pids NAME : pids of extractedprism processes in the container.
+# ep_daemon_pids NAME : pids of extractedprism processes in the container;
+# "probe failed ..." when it could not look (so "none" cannot pass then).
 ep_daemon_pids() {
-    e2e_exec "${1:?name}" bash -c '
+    e2e_probe "${1:?name}" bash -c '
         for f in /proc/[0-9]*/comm; do
             read -r c <"$f" 2>/dev/null || continue
             [[ $c == extractedprism ]] && { p=${f#/proc/}; echo "${p%/comm}"; }

@@ -48,7 +48,7 @@ E2E_SLEEP_PID=""
 declare -a E2E_DEFERRED=()
 declare -a E2E_CONTAINERS=()
 declare -A E2E_ROOT=() E2E_STATE=() E2E_NSPAWN_PID=() E2E_LEADER=() E2E_CGROUPS=()
-declare -A E2E_CLIENT_PID=() E2E_CLIENT_OUT=() E2E_CLIENT_DEADLINE=()
+declare -A E2E_CLIENT_PID=() E2E_CLIENT_OUT=() E2E_CLIENT_DEADLINE=() E2E_CLIENT_CTL=()
 
 # The script's own stdout/stderr, restored by the EXIT trap (the shell may die
 # inside a `>/dev/null 2>&1` block and the summary must still be seen). Closed
@@ -757,6 +757,53 @@ e2e_assert_fails() {
     fi
 }
 
+# e2e_absent NAME CMD... : run the probe CMD in the container, which exits 1
+# when what it looks for is absent and 0 when present. Returns 0 for absent,
+# 1 for present and 2 when the probe itself did not run or failed otherwise
+# (container gone, nsenter failed, CMD missing): an absence check must not
+# pass because nothing could be checked.
+e2e_absent() {
+    local name=${1:?usage: e2e_absent NAME CMD...} rc=0
+    shift
+    # 42 can only come from this shell inside the container.
+    # shellcheck disable=SC2016 # expanded by that shell
+    e2e_exec "$name" sh -c '"$@"; rc=$?; [ "$rc" -eq 1 ] && exit 42; exit "$rc"' _ "$@" >/dev/null 2>&1 || rc=$?
+    case $rc in
+    42) return 0 ;;
+    0) return 1 ;;
+    *)
+        e2e_log "e2e_absent: probe '$*' in $name failed (exit $rc)"
+        return 2
+        ;;
+    esac
+}
+
+# e2e_assert_absent DESC NAME CMD... : e2e_absent says absent.
+e2e_assert_absent() {
+    local desc=$1 rc=0
+    shift
+    e2e_absent "$@" || rc=$?
+    case $rc in
+    0) e2e_pass "$desc" ;;
+    1) e2e_fail "$desc: '${*:2}' found it" ;;
+    *) e2e_fail "$desc: the probe '${*:2}' did not run, nothing was checked" ;;
+    esac
+}
+
+# e2e_probe NAME CMD... : print CMD's output from inside the container, or
+# "probe failed (exit N)" when it could not run or failed: an assertion that
+# expects no output (nothing left behind) cannot pass on a failed probe.
+e2e_probe() {
+    local name=${1:?usage: e2e_probe NAME CMD...} out rc=0
+    shift
+    out=$(e2e_exec "$name" "$@") || rc=$?
+    if ((rc != 0)); then
+        echo "probe failed (exit $rc)"
+    else
+        printf '%s\n' "$out"
+    fi
+}
+
 # e2e_assert_eventually DESC TIMEOUT CMD... : CMD succeeds within TIMEOUT s
 e2e_assert_eventually() {
     local desc=$1 timeout=$2
@@ -803,13 +850,14 @@ e2e_sleep() {
 # ---------------------------------------------------------------------------
 
 # Runs inside the container (bash is Essential in Debian, so it is always
-# there). Args: PORT SECONDS INTERVAL EXPECT. Each attempt opens
+# there). Args: PORT SECONDS INTERVAL EXPECT CTL. Each attempt opens
 # 127.0.0.1:PORT with bash /dev/tcp under a 3 s timeout and, if EXPECT is not
-# empty, reads one line (3 s) and compares. Bounded by SECONDS and by
-# SECONDS*1000 attempts. Prints one summary line.
+# empty, reads one line (3 s) and compares. After each attempt it writes
+# "ATTEMPTS OK" to CTL.progress; it ends when CTL.stop exists, else after
+# SECONDS (and at most SECONDS*1000 attempts). Prints one summary line.
 # shellcheck disable=SC2016
 _E2E_CLIENT_SCRIPT='
-port=$1 dur=$2 interval=$3 expect=$4
+port=$1 dur=$2 interval=$3 expect=$4 ctl=$5
 attempts=0 ok=0 refused=0 failed=0 firsterr=""
 max=$((dur * 1000))
 end=$(( ${EPOCHREALTIME/./} + dur * 1000000 ))
@@ -823,7 +871,7 @@ probe() {
     fi
 }
 export -f probe
-while (( ${EPOCHREALTIME/./} < end && attempts < max )); do
+while (( ${EPOCHREALTIME/./} < end && attempts < max )) && [[ ! -e $ctl.stop ]]; do
     attempts=$((attempts + 1))
     if err=$(timeout 3 bash -c "probe \"\$@\"" _ "$port" "$expect" 2>&1); then
         ok=$((ok + 1))
@@ -837,6 +885,7 @@ while (( ${EPOCHREALTIME/./} < end && attempts < max )); do
         esac
         [[ -n $firsterr ]] || firsterr=${err//$'\''\n'\''/ }
     fi
+    printf "%d %d\n" "$attempts" "$ok" >"$ctl.progress"
     sleep "$interval"
 done
 echo "attempts=$attempts ok=$ok refused=$refused failed=$failed first_error=${firsterr:0:200}"
@@ -844,19 +893,58 @@ echo "attempts=$attempts ok=$ok refused=$refused failed=$failed first_error=${fi
 
 # e2e_client_start NAME PORT SECONDS [INTERVAL [EXPECT]]
 # Start the connect loop in the background (one per container at a time).
+# It runs for SECONDS, or until e2e_client_stop when that comes first: a test
+# proving "nothing refused while X happens" waits for the loop's connections
+# before and after X (e2e_client_await) and then stops it, so the load covers
+# X however long X takes. SECONDS is then only a bound.
 e2e_client_start() {
     local name=${1:?usage: e2e_client_start NAME PORT SECONDS [INTERVAL [EXPECT]]}
     local port=${2:?port} dur=${3:?seconds} interval=${4:-0.05} expect=${5:-}
     [[ $dur =~ ^[0-9]+$ && $dur -ge 1 && $dur -le 600 ]] || e2e_die "client loop: SECONDS must be 1..600"
     [[ -z ${E2E_CLIENT_PID[$name]:-} ]] || e2e_die "client loop already running in $name"
     local out=${E2E_STATE[$name]:?container $name not booted}/client.$RANDOM.out
+    local ctl=/run/e2e-client.$RANDOM
+    e2e_exec "$name" rm -f "$ctl.stop" "$ctl.progress"
     (
         exec {E2E_STDOUT}>&- {E2E_STDERR}>&-
-        e2e_exec "$name" bash -c "$_E2E_CLIENT_SCRIPT" _ "$port" "$dur" "$interval" "$expect"
+        e2e_exec "$name" bash -c "$_E2E_CLIENT_SCRIPT" _ "$port" "$dur" "$interval" "$expect" "$ctl"
     ) </dev/null >"$out" 2>&1 &
     E2E_CLIENT_PID[$name]=$!
     E2E_CLIENT_OUT[$name]=$out
+    E2E_CLIENT_CTL[$name]=$ctl
     E2E_CLIENT_DEADLINE[$name]=$((SECONDS + dur + 10))
+}
+
+# e2e_client_ok NAME : the number of successful attempts of the running loop
+# so far (0 before its first).
+e2e_client_ok() {
+    local name=${1:?usage: e2e_client_ok NAME} ok=0
+    read -r _ ok < <(e2e_exec "$name" cat "${E2E_CLIENT_CTL[$name]:?no client loop in $name}.progress" 2>/dev/null) || true
+    [[ $ok =~ ^[0-9]+$ ]] || ok=0
+    echo "$ok"
+}
+
+# e2e_client_await NAME COUNT TIMEOUT : wait until the running loop has made
+# COUNT successful attempts in all. Returns non-zero if it did not within
+# TIMEOUT seconds, or ended first (then it did not cover what was tested).
+e2e_client_await() {
+    local name=${1:?usage: e2e_client_await NAME COUNT TIMEOUT} want=${2:?count} timeout=${3:?timeout}
+    local pid=${E2E_CLIENT_PID[$name]:?no client loop running in $name} deadline=$((SECONDS + timeout))
+    while ((SECONDS < deadline)); do
+        (($(e2e_client_ok "$name") >= want)) && _e2e_alive "$pid" && return 0
+        _e2e_alive "$pid" || break
+        sleep 0.1
+    done
+    e2e_log "client loop in $name: $(e2e_client_ok "$name") successful attempts, wanted $want (loop $(_e2e_alive "$pid" && echo running || echo ended))"
+    return 1
+}
+
+# e2e_client_stop NAME : tell the running loop to end after its current
+# attempt, then e2e_client_wait for it. Returns what e2e_client_wait returns.
+e2e_client_stop() {
+    local name=${1:?usage: e2e_client_stop NAME}
+    e2e_exec "$name" touch "${E2E_CLIENT_CTL[$name]:?no client loop in $name}.stop" || true
+    e2e_client_wait "$name"
 }
 
 # e2e_client_wait NAME : wait (bounded) for the loop, print its summary line to
@@ -870,7 +958,7 @@ e2e_client_wait() {
         e2e_log "client loop in $name overran its deadline; killing it"
     fi
     _e2e_end_job "$pid"
-    unset "E2E_CLIENT_PID[$name]"
+    unset "E2E_CLIENT_PID[$name]" "E2E_CLIENT_CTL[$name]"
     line=$(grep '^attempts=' "${E2E_CLIENT_OUT[$name]}" | tail -n 1) || line=""
     E2E_CLIENT_ATTEMPTS=0 E2E_CLIENT_OK=0 E2E_CLIENT_REFUSED=0 E2E_CLIENT_FAILED=0 E2E_CLIENT_FIRST_ERROR=""
     if [[ $line =~ ^attempts=([0-9]+)\ ok=([0-9]+)\ refused=([0-9]+)\ failed=([0-9]+)\ first_error=(.*)$ ]]; then

@@ -224,17 +224,29 @@ e2e_assert_ok "the journal says the inherited socket wins" \
 # ---------------------------------------------------------------------------
 # Restart under steady connection attempts
 # ---------------------------------------------------------------------------
+# The loop runs until stopped (300 s at most); each step waits for the
+# loop's connections to go on after it, so the load covers every restart
+# however long it takes.
 pid=$(show "$unit" MainPID)
-e2e_client_start "$n" "$EP_PORT" 7 0.05 c
-e2e_sleep 1
+e2e_client_start "$n" "$EP_PORT" 300 0.05 c
+covered=1
+# after STEP : three more connections served after STEP, the loop still running.
+after() {
+    local served
+    served=$(e2e_client_ok "$n")
+    e2e_client_await "$n" $((served + 3)) 60 || { covered=0; e2e_fail "the client loop did not go on after $1"; }
+}
+e2e_client_await "$n" 3 30 || { covered=0; e2e_fail "the client loop made no connection before the restarts"; }
 t0=$EPOCHREALTIME
 e2e_exec "$n" systemctl restart "$unit"
 restart_ms=$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN{printf "%.0f", (b-a)*1000}')
-e2e_sleep 2
+after "the first restart"
 e2e_exec "$n" systemctl restart "$unit"
-e2e_sleep 1
+after "the second restart"
 e2e_exec "$n" systemctl stop "$unit" 2>/dev/null # the next connection activates it again
-e2e_client_wait "$n" || true
+after "the stop"
+e2e_client_stop "$n" || true
+((covered)) && e2e_pass "the client loop ran before, across and after 2 restarts and a stop"
 e2e_assert_no_refused "no refused or failed connection across 2 restarts and a stop"
 ep_metric restart_refused "$E2E_CLIENT_REFUSED"
 ep_metric restart_attempts "$E2E_CLIENT_ATTEMPTS"
@@ -289,8 +301,9 @@ e2e_sleep 4
 e2e_assert_eq "a live daemon keeps the watchdog happy (no restart in 4 s)" "$r0/$pid" \
     "$(show "$unit" NRestarts)/$(show "$unit" MainPID)"
 
-e2e_client_start "$n" "$EP_PORT" 8 0.05
-e2e_sleep 0.5
+e2e_client_start "$n" "$EP_PORT" 300 0.05
+covered=1
+e2e_client_await "$n" 3 30 || { covered=0; e2e_fail "the client loop made no connection before SIGSTOP"; }
 e2e_exec "$n" bash -c 'kill -STOP "$1"' _ "$pid" # bash builtin: no procps here
 t0=$SECONDS
 if e2e_wait_until 15 eval '(( $(show "$unit" NRestarts) > r0 ))'; then
@@ -300,11 +313,13 @@ else
 fi
 e2e_assert_eventually "service running again with a new MainPID" 10 \
     eval '[[ $(show "$unit" SubState) == running && $(show "$unit" MainPID) != "$pid" ]]'
-e2e_assert_eventually "the stopped process is gone" 10 eval '! e2e_exec "$n" test -e /proc/$pid'
+e2e_assert_eventually "the stopped process is gone" 10 e2e_absent "$n" test -e "/proc/$pid"
 wd_journal=$(e2e_journal "$n" -u "$unit")
 e2e_assert_match "journal: watchdog timeout" 'Watchdog timeout' "$wd_journal"
 e2e_assert_match "journal: failed with result 'watchdog'" "Failed with result 'watchdog'" "$wd_journal"
-e2e_client_wait "$n" || true
+after "the watchdog restart"
+e2e_client_stop "$n" || true
+((covered)) && e2e_pass "the client loop ran before, across and after the watchdog restart"
 # Connections made while the daemon was stopped wait in the socket's backlog
 # (this loop only connects, it reads nothing); none may be refused.
 if ((E2E_CLIENT_ATTEMPTS > 0 && E2E_CLIENT_REFUSED == 0)); then

@@ -65,15 +65,21 @@ else
     e2e_fail "client loop on a closed port: attempts=$E2E_CLIENT_ATTEMPTS refused=$E2E_CLIENT_REFUSED failed=$E2E_CLIENT_FAILED"
 fi
 
-# The pattern later tests use: restart the service under a running client.
+# The pattern later tests use: restart the service under a client loop that
+# runs until stopped, seen connecting before and after each event.
 oldpid=$(e2e_show "$name" sdsmoke.service MainPID)
-e2e_client_start "$name" "$port" 3 0.02 hello
-sleep 0.5
+e2e_client_start "$name" "$port" 60 0.02 hello
+e2e_assert_ok "the client loop connects before the restart" e2e_client_await "$name" 3 30
 e2e_exec "$name" systemctl restart sdsmoke.service
-sleep 0.3
+e2e_assert_ok "the client loop connects after the restart" \
+    e2e_client_await "$name" $(($(e2e_client_ok "$name") + 3)) 30
 # The next connect re-activates it (stderr: "can still be activated by" warning).
 e2e_exec "$name" systemctl stop sdsmoke.service 2>/dev/null
-e2e_client_wait "$name" || true
+e2e_assert_ok "the client loop connects after the stop" \
+    e2e_client_await "$name" $(($(e2e_client_ok "$name") + 3)) 30
+t0=$SECONDS
+e2e_client_stop "$name" || true
+e2e_assert_ok "e2e_client_stop ends the loop at once, not after its 60 s" test $((SECONDS - t0)) -lt 10
 e2e_assert_no_refused "no refused connection while the service restarts and stops"
 newpid=$(e2e_show "$name" sdsmoke.service MainPID)
 if [[ $newpid != 0 && $newpid != "$oldpid" ]]; then
@@ -82,6 +88,14 @@ else
     e2e_fail "service MainPID: before $oldpid, after $newpid"
 fi
 
+# Absence probes: absent, present, and a probe that cannot run.
+rc=0
+e2e_absent "$name" test -e /nonexistent || rc=$?
+e2e_assert_eq "e2e_absent: a missing file is absent" 0 "$rc"
+rc=0
+e2e_absent "$name" test -e /etc/hostname || rc=$?
+e2e_assert_eq "e2e_absent: an existing file is present" 1 "$rc"
+
 # Not through e2e_assert_ok: that runs its command in a subshell, and e2e_stop
 # must update the harness state of this shell.
 if e2e_stop "$name"; then
@@ -89,5 +103,12 @@ if e2e_stop "$name"; then
 else
     e2e_fail "e2e_stop $name"
 fi
+
+# With the container gone nothing can be checked: neither says "absent".
+rc=0
+e2e_absent "$name" test -e /nonexistent 2>/dev/null || rc=$?
+e2e_assert_eq "e2e_absent on a stopped container: the probe failed, not absent" 2 "$rc"
+e2e_assert_match "e2e_probe on a stopped container says the probe failed" '^probe failed' \
+    "$(e2e_probe "$name" find / -name nothing 2>/dev/null)"
 
 e2e_summary

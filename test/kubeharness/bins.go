@@ -21,6 +21,22 @@ func BinDir(t testing.TB) string {
 	return dir
 }
 
+// Kubectl returns the kubectl that hack/kube-bins builds next to the
+// apiserver, of the same version. It fails the test when it is missing:
+// a check that quietly does nothing without kubectl would pass on any
+// machine that lacks it.
+func Kubectl(t testing.TB) string {
+	t.Helper()
+
+	path := filepath.Join(BinDir(t), "kubectl")
+	if err := checkExecutable(path); err != nil {
+		t.Fatalf("kubeharness: %v; hack/kube-bins/build.sh builds kubectl with the apiserver "+
+			"(KUBE_BINS may name a directory from before it did)", err)
+	}
+
+	return path
+}
+
 func binDir(dir string) (string, error) {
 	const hint = "build them with `export KUBE_BINS=$(hack/kube-bins/build.sh | tail -1)` " +
 		"(about 10 minutes on a cold cache, seconds afterwards)"

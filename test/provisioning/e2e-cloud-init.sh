@@ -162,8 +162,10 @@ kubelet_conf="$root/etc/kubernetes/kubelet.conf"
 e2e_assert_eventually "a new kubelet.conf is pointed at https://127.0.0.1:7445" 15 \
 	grep -q '^    server: https://127.0.0.1:7445$' "$kubelet_conf"
 e2e_assert_ok "with tls-server-name: kubernetes" grep -q '^    tls-server-name: kubernetes$' "$kubelet_conf"
+# A new invocation id, not an empty one from a probe that failed.
 e2e_assert_eventually "kubelet was restarted" 15 \
-	bash -c '[ "$(nsenter -t '"${E2E_LEADER[node]}"' -a systemctl show -p InvocationID --value kubelet.service)" != '"$kubelet_id"' ]'
+	bash -c 'id=$(nsenter -t '"${E2E_LEADER[node]}"' -a systemctl show -p InvocationID --value kubelet.service) &&
+		[[ $id =~ ^[0-9a-f]{32}$ && $id != '"$kubelet_id"' ]]'
 e2e_assert_eq "the file kept mode 0600" 600 "$(e2e_exec node stat -c %a /etc/kubernetes/kubelet.conf)"
 
 # The same content again: the unit runs, changes nothing, restarts nothing.

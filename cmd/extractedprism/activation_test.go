@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -145,10 +146,39 @@ func servedBy(t *testing.T, addr string) string {
 	return lineFrom(t, c, bufio.NewReader(c))
 }
 
+// inherited is a listening socket handed to the daemon as systemd hands
+// those of a socket unit: by descriptor, with a name.
+type inherited struct {
+	name string
+	file *os.File
+}
+
+// listenInherited listens on addr and returns the socket as a file for the
+// child, and its address. The test's own listener is closed: the child's
+// copy keeps the socket, as systemd's does.
+func listenInherited(t *testing.T, name, addr string) (inherited, string) {
+	t.Helper()
+
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	f, err := ln.(*net.TCPListener).File()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	ln.Close()
+
+	return inherited{name, f}, ln.Addr().String()
+}
+
 // startActivated runs `extractedprism run --config cfgPath` as systemd runs
-// a socket-activated Type=notify service: lnFile's socket as fd 3 named
-// "proxy", NOTIFY_SOCKET, and env. lnFile is closed once the child has it.
-func startActivated(t *testing.T, cfgPath string, lnFile *os.File, notifyPath string, env ...string) (*exec.Cmd, *syncBuffer) {
+// a socket-activated Type=notify service: the sockets from fd 3 on, named
+// in LISTEN_FDNAMES, NOTIFY_SOCKET, and env. The socket files are closed
+// once the child has them.
+func startActivated(t *testing.T, cfgPath, notifyPath string, env []string, sockets ...inherited) (*exec.Cmd, *syncBuffer) {
 	t.Helper()
 
 	self, err := exec.LookPath("extractedprism")
@@ -157,11 +187,17 @@ func startActivated(t *testing.T, cfgPath string, lnFile *os.File, notifyPath st
 	}
 
 	stderr := &syncBuffer{}
+	names := make([]string, 0, len(sockets))
 
 	// LISTEN_PID must be the daemon's own pid: sh sets it, then becomes it.
 	cmd := exec.Command("/bin/sh", "-c", `LISTEN_PID=$$ exec "$0" "$@"`, self, "run", "--config", cfgPath)
-	cmd.Env = append(append(os.Environ(), "LISTEN_FDS=1", "LISTEN_FDNAMES=proxy", "NOTIFY_SOCKET="+notifyPath), env...)
-	cmd.ExtraFiles = []*os.File{lnFile}
+	for _, s := range sockets {
+		cmd.ExtraFiles = append(cmd.ExtraFiles, s.file)
+		names = append(names, s.name)
+	}
+
+	cmd.Env = append(append(os.Environ(), "LISTEN_FDS="+strconv.Itoa(len(sockets)),
+		"LISTEN_FDNAMES="+strings.Join(names, ":"), "NOTIFY_SOCKET="+notifyPath), env...)
 	cmd.Stderr = stderr
 
 	if err := cmd.Start(); err != nil {
@@ -169,7 +205,10 @@ func startActivated(t *testing.T, cfgPath string, lnFile *os.File, notifyPath st
 	}
 
 	t.Cleanup(func() { _ = cmd.Process.Kill() })
-	lnFile.Close()
+
+	for _, s := range sockets {
+		s.file.Close()
+	}
 
 	return cmd, stderr
 }
@@ -214,20 +253,10 @@ health_address = "127.0.6.3"
 enable_discovery = false
 `)
 
-	ln, err := net.Listen("tcp", "127.0.6.4:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-
-	lnFile, err := ln.(*net.TCPListener).File()
-	if err != nil {
-		t.Fatal(err)
-	}
-
-	ln.Close() // the child's copy (fd 3) keeps the socket, as systemd's does
+	proxy, proxyAddr := listenInherited(t, "proxy", "127.0.6.4:0")
 
 	// A client that connects before the daemon runs waits in the backlog.
-	early, err := net.Dial("tcp", ln.Addr().String())
+	early, err := net.Dial("tcp", proxyAddr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -238,7 +267,7 @@ enable_discovery = false
 	notifyPath, msgs := notifyListener(t)
 
 	execAt := time.Now()
-	cmd, stderr := startActivated(t, cfgPath, lnFile, notifyPath, "WATCHDOG_USEC=1000000")
+	cmd, stderr := startActivated(t, cfgPath, notifyPath, []string{"WATCHDOG_USEC=1000000"}, proxy)
 
 	ready := expectNotify(t, msgs, "READY=1")
 	toReady := time.Since(execAt)
@@ -273,7 +302,7 @@ drain_timeout = "200ms"
 	expectNotify(t, msgs, "RELOADING=1\nMONOTONIC_USEC=")
 	expectNotify(t, msgs, "READY=1")
 
-	if got := servedBy(t, ln.Addr().String()); got != "b" {
+	if got := servedBy(t, proxyAddr); got != "b" {
 		t.Fatalf("after the reload, served by %q, want b", got)
 	}
 
@@ -298,7 +327,7 @@ drain_timeout = "200ms"
 		t.Fatalf("STATUS after a rejected reload: %q", m)
 	}
 
-	if got := servedBy(t, ln.Addr().String()); got != "b" {
+	if got := servedBy(t, proxyAddr); got != "b" {
 		t.Fatalf("after the rejected reload, served by %q, want b", got)
 	}
 

@@ -52,8 +52,6 @@ func TestReadyWithEveryUpstreamDown(t *testing.T) {
 
 	cfgPath := filepath.Join(t.TempDir(), "config.toml")
 	if err := os.WriteFile(cfgPath, []byte(`endpoints = ["`+a+`", "`+b+`"]
-bind_address = "127.0.6.5"
-health_address = "127.0.6.5"
 health_interval = "300ms"
 health_timeout = "250ms"
 enable_discovery = false
@@ -61,21 +59,14 @@ enable_discovery = false
 		t.Fatal(err)
 	}
 
-	ln, err := net.Listen("tcp", "127.0.6.5:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-
-	lnFile, err := ln.(*net.TCPListener).File()
-	if err != nil {
-		t.Fatal(err)
-	}
-
-	ln.Close()
+	// Both sockets inherited, on ports the kernel chose.
+	proxy, proxyAddr := listenInherited(t, "proxy", "127.0.6.5:0")
+	health, healthAddr := listenInherited(t, "health", "127.0.6.5:0")
+	base := "http://" + healthAddr
 
 	notifyPath, msgs := notifyListener(t)
 
-	cmd, stderr := startActivated(t, cfgPath, lnFile, notifyPath)
+	cmd, stderr := startActivated(t, cfgPath, notifyPath, nil, proxy, health)
 
 	// The first checks find both refusing, before READY=1 (which then says
 	// so) or after it; READY=1 stands.
@@ -83,12 +74,12 @@ enable_discovery = false
 		expectNotify(t, msgs, "STATUS=0/2 upstreams healthy")
 	}
 
-	if code, body := httpGet(t, "http://127.0.6.5:7446/readyz"); code != http.StatusServiceUnavailable ||
+	if code, body := httpGet(t, base+"/readyz"); code != http.StatusServiceUnavailable ||
 		!strings.Contains(body, "no usable upstream") {
 		t.Fatalf("/readyz = %d %q with every upstream down, want 503 no usable upstream", code, body)
 	}
 
-	if code, _ := httpGet(t, "http://127.0.6.5:7446/healthz"); code != http.StatusOK {
+	if code, _ := httpGet(t, base+"/healthz"); code != http.StatusOK {
 		t.Fatalf("/healthz = %d with every upstream down, want 200: the daemon itself is fine", code)
 	}
 
@@ -96,7 +87,7 @@ enable_discovery = false
 	greeter(t, a, "a")
 	expectNotify(t, msgs, "STATUS=1/2 upstreams healthy")
 
-	if got := servedBy(t, ln.Addr().String()); got != "a" {
+	if got := servedBy(t, proxyAddr); got != "a" {
 		t.Fatalf("served by %q once a came up, want a", got)
 	}
 

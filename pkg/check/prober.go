@@ -190,7 +190,7 @@ func (p *Prober) probe(n *upstream.Node) {
 			zap.String("upstream", n.Addr()), zap.Error(err))
 		p.set.Skip(n)
 	default:
-		p.set.Record(n, upstream.Result{Latency: latency, Err: err})
+		p.set.Record(n, upstream.Result{Latency: latency, Err: err, Gone: errors.Is(err, unix.ECONNREFUSED)})
 	}
 }
 

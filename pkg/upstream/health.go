@@ -10,6 +10,11 @@ import (
 type Result struct {
 	Latency time.Duration
 	Err     error // nil: passed
+	// Gone: nothing listens at the address (the connection was refused).
+	// The server has exited or closed its listener: its remaining
+	// connections are on their way out, and holding them only holds up its
+	// graceful shutdown.
+	Gone bool
 }
 
 // Record applies a check result to n under the fall/rise rule and
@@ -31,7 +36,7 @@ func (s *Set) Record(n *Node, r Result) {
 	}
 
 	s.changed(n, was)
-	reset := r.Err != nil && s.resetDue(n, rules)
+	reset := r.Err != nil && s.resetDue(n, rules, r.Gone)
 	s.poke() // the prober plans its next wake-up with this check's
 	s.unlock()
 
@@ -107,14 +112,21 @@ func (s *Set) passed(n *Node, latency time.Duration, rules *Rules, first bool) {
 
 // resetDue decides whether the clients of n, which just failed a check,
 // are to be reset; s.mu is held. Only once per failure, never on a single
-// failed check, and only when another upstream passed a check since this
-// one began to fail, and is usable for them to go to: when all fail
+// failed check, and only when nothing listens at its address any more
+// (gone), or another upstream passed a check since this one began to fail
+// and is usable for them to go to: when all fail
 // together (etcd stalls, the check CA is rotated), the API servers mostly
 // still serve, and cutting every watch of every node would turn a blip
 // into a relist storm.
-func (s *Set) resetDue(n *Node, rules *Rules) bool {
+func (s *Set) resetDue(n *Node, rules *Rules, gone bool) bool {
 	if !rules.ResetOnFailure || n.healthy || n.reset || n.fails < max(rules.Fall, 2) {
 		return false
+	}
+
+	if gone { // nobody is served by it much longer: let it finish shutting down
+		n.reset = true
+
+		return true
 	}
 
 	for _, m := range s.nodes {

@@ -30,6 +30,14 @@ func fail(addr string) func(*model, *testing.T) {
 	}
 }
 
+// gone records a check refused: nothing listens at addr.
+func gone(addr string) func(*model, *testing.T) {
+	return func(m *model, t *testing.T) {
+		m.clk.Step(time.Millisecond)
+		m.Record(m.node(t, addr), Result{Err: errCheck, Gone: true})
+	}
+}
+
 func report(addr string, e Evidence) func(*model, *testing.T) {
 	return func(m *model, t *testing.T) { m.Report(m.node(t, addr), e, errCheck) }
 }
@@ -83,6 +91,11 @@ func TestHealthTransitions(t *testing.T) {
 			{do: fail(b), healthy: up(), open: true},
 			{do: pass(b), healthy: up(b)},
 			{do: pass(a), healthy: up(a, b)},
+		}},
+		{"gone: reset even when all fail", Rules{Fall: 1, Rise: 1, ResetOnFailure: true}, []step{
+			{do: fail(b), healthy: up(a)},
+			{do: gone(a), healthy: up(), open: true}, // a single failed check resets nothing
+			{do: gone(a), healthy: up(), open: true, closed: []closed{{a, ReasonFailed}}},
 		}},
 		{"no reset without reset_on_failure", Rules{Fall: 1, Rise: 1}, []step{
 			{do: fail(a), healthy: up(b)},

@@ -4,9 +4,10 @@ GO      ?= go
 MODULE  := github.com/lexfrei/extractedprism
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
-# Package versions must start with a digit: v1.2.3 -> 1.2.3; untagged
-# commits -> 0.0.0~git<count>.<hash>, which sorts before any release.
-PKG_VERSION ?= $(shell git describe --tags --match 'v[0-9]*' 2>/dev/null | sed 's/^v//; s/-/~/g' | grep . || echo 0.0.0~git$$(git rev-list --count HEAD 2>/dev/null || echo 0).$$(git rev-parse --short HEAD 2>/dev/null || echo unknown))
+# Package version (deb and rpm): v1.2.3 -> 1.2.3, N commits after it ->
+# 1.2.3+gitN.gHASH, no tag -> 0.0.0+gitN.gHASH; sorts in build order in dpkg
+# and rpm (hack/pkg-version.sh says why; test/packaging checks it).
+PKG_VERSION ?= $(shell hack/pkg-version.sh)
 GOARCH  ?= $(shell $(GO) env GOARCH)
 NFPM    := $(GO) tool -modfile=tools/go.mod nfpm
 LDFLAGS := -s -w -X $(MODULE)/pkg/version.Version=$(VERSION) -X $(MODULE)/pkg/version.Commit=$(COMMIT)
@@ -30,8 +31,9 @@ package: share ## build deb, rpm, apk and archlinux packages into dist/ for the 
 		GOARCH=$(GOARCH) PKG_VERSION=$(PKG_VERSION) $(NFPM) package --config nfpm.yaml --packager $$p --target dist/ || exit 1; \
 	done
 
-test-packages: package ## inspect the .deb and .rpm: contents, modes, conffiles, scripts, lintian
+test-packages: package ## inspect the .deb and .rpm: contents, modes, conffiles, scripts, lintian; version ordering
 	hack/check-packages.sh
+	$(GO) test -count=1 -tags packaging -run 'Version' ./test/packaging
 
 run: build ## run the proxy on 127.0.0.1:7445 with hack/local.toml
 	./bin/extractedprism run --config hack/local.toml

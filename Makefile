@@ -12,7 +12,7 @@ GOARCH  ?= $(shell $(GO) env GOARCH)
 NFPM    := $(GO) tool -modfile=tools/go.mod nfpm
 LDFLAGS := -s -w -X $(MODULE)/pkg/version.Version=$(VERSION) -X $(MODULE)/pkg/version.Commit=$(COMMIT)
 
-.PHONY: help build share package test-packages run demo test test-unit test-fuzz bench bench-go bench-discovery test-units test-integration test-provisioning test-e2e kube-bins lint clean
+.PHONY: help build share package repo test-packages run demo test test-unit test-fuzz bench bench-go bench-discovery test-units test-integration test-provisioning test-e2e kube-bins lint clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -25,11 +25,27 @@ share: build ## generate shell completions and the man page into bin/share/
 	for sh in bash zsh fish; do ./bin/extractedprism completion $$sh > bin/share/extractedprism.$$sh || exit 1; done
 	./bin/extractedprism man | gzip -9n > bin/share/extractedprism.8.gz
 
-package: share ## build deb, rpm, apk and archlinux packages into dist/ for the host arch
+# Signing: SIGNING_KEY is an armoured OpenPGP secret key file, passphrase (if
+# any) in the environment as SIGNING_PASSPHRASE. Empty: unsigned packages;
+# `make repo` then signs with a throwaway test key in dist/throwaway-key/.
+SIGNING_KEY ?=
+# Where dist/repo/ will be served; fills in the client .sources/.repo files.
+REPO_URL ?=
+
+package: share ## build deb, rpm, apk and archlinux packages into dist/ for the host arch (signed deb/rpm with SIGNING_KEY=file)
 	mkdir -p dist
 	for p in deb rpm apk archlinux; do \
-		GOARCH=$(GOARCH) PKG_VERSION=$(PKG_VERSION) $(NFPM) package --config nfpm.yaml --packager $$p --target dist/ || exit 1; \
+		GOARCH=$(GOARCH) PKG_VERSION=$(PKG_VERSION) SIGNING_KEY='$(SIGNING_KEY)' NFPM_PASSPHRASE="$$SIGNING_PASSPHRASE" \
+			$(NFPM) package --config nfpm.yaml --packager $$p --target dist/ || exit 1; \
 	done
+
+# The packages of this build, signed, then every .deb/.rpm in dist/ (all
+# versions there) into the repositories. hack/repo.sh says what goes where.
+repo: ## signed apt + rpm repositories of dist/ in dist/repo/ (SIGNING_KEY=file, REPO_URL=url; no key: a throwaway test key)
+	@key='$(SIGNING_KEY)'; \
+	if [ -z "$$key" ]; then key=$$(hack/throwaway-key.sh dist/throwaway-key) || exit 1; fi; \
+	$(MAKE) --no-print-directory package SIGNING_KEY="$$key" && \
+	SIGNING_KEY="$$key" REPO_URL='$(REPO_URL)' hack/repo.sh dist dist/repo
 
 test-packages: package ## inspect the .deb and .rpm: contents, modes, conffiles, scripts, lintian; version ordering
 	hack/check-packages.sh

@@ -10,9 +10,11 @@ COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 PKG_VERSION ?= $(shell hack/pkg-version.sh)
 GOARCH  ?= $(shell $(GO) env GOARCH)
 NFPM    := $(GO) tool -modfile=tools/go.mod nfpm
+# Its own module: goreleaser v2.17.0 needs nfpm v2.47, tools/go.mod keeps v2.45.
+GORELEASER := $(GO) tool -modfile=tools/goreleaser/go.mod goreleaser
 LDFLAGS := -s -w -X $(MODULE)/pkg/version.Version=$(VERSION) -X $(MODULE)/pkg/version.Commit=$(COMMIT)
 
-.PHONY: help build share package repo test-packages run demo test test-unit test-fuzz bench bench-go bench-discovery test-units test-integration test-provisioning test-e2e kube-bins lint clean
+.PHONY: help build share package repo test-packages test-release run demo test test-unit test-fuzz bench bench-go bench-discovery test-units test-integration test-provisioning test-e2e kube-bins lint clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -47,6 +49,9 @@ repo: ## signed apt + rpm repositories of dist/ in dist/repo/ (SIGNING_KEY=file,
 	$(MAKE) --no-print-directory package SIGNING_KEY="$$key" && \
 	SIGNING_KEY="$$key" REPO_URL='$(REPO_URL)' hack/repo.sh dist dist/repo
 
+test-release: ## goreleaser check of .goreleaser.yaml (goreleaser pinned in tools/goreleaser/go.mod; first build ~5 min)
+	$(GORELEASER) check
+
 test-packages: package ## inspect the .deb and .rpm: contents, modes, conffiles, scripts, lintian; version ordering
 	hack/check-packages.sh
 	$(GO) test -count=1 -tags packaging -run 'Version' ./test/packaging
@@ -61,7 +66,7 @@ demo: build ## run 3 real kube-apiservers and extractedprism in front of them
 	$(GO) test -c -tags demo -o bin/demo.test ./test/demo && \
 	cd test/demo && DEMO_SHELL=$$([ -t 0 ] && echo 1) ../../hack/netns-run.sh ../../bin/demo.test -test.run TestDemo -test.timeout 0
 
-test: test-unit test-fuzz bench-go bench-discovery test-units test-packages test-integration test-provisioning test-e2e ## run every test (what CI runs)
+test: test-unit test-fuzz bench-go bench-discovery test-units test-packages test-release test-integration test-provisioning test-e2e ## run every test (what CI runs)
 
 test-unit: ## unit, CLI and loopback tests, with the race detector
 	$(GO) vet ./...

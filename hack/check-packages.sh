@@ -52,6 +52,9 @@ scripts=$(rpm -qp --scripts "$rpm" 2>/dev/null)
 for s in postinstall preuninstall postuninstall; do
 	has "rpm: $s scriptlet" "$scripts" "^$s scriptlet"
 done
+# rpm leaves behind directories that no package owns.
+has "rpm: owns its doc directory" "$rdump" '^/usr/share/doc/extractedprism [0-9]+ [0-9]+ [0-9a-f]+ 040755 root root '
+has "rpm: owns its examples directory" "$rdump" '^/usr/share/doc/extractedprism/examples [0-9]+ [0-9]+ [0-9a-f]+ 040755 root root '
 has "rpm: license" "$(rpm -qp --qf '%{LICENSE}' "$rpm" 2>/dev/null)" '^BSD-3-Clause$'
 
 echo "$passed passed, $failed failed"

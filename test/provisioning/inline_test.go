@@ -60,6 +60,12 @@ func inlineCopies() map[string][]inlineCopy {
 		"packaging/cloud-init/apt.yaml": append([]inlineCopy{aptSources}, cloudInit...),
 		"packaging/cloud-init/dnf.yaml": append([]inlineCopy{dnfRepo}, cloudInit...),
 		"packaging/butane/fcos.bu":      butane("/usr/local/sbin/", nil),
+		"packaging/butane/fcos-repo.bu": {
+			{"- path: /etc/yum.repos.d/extractedprism.repo", "inline: |", "packaging/repo/extractedprism.repo", nil},
+			{"- path: /usr/local/sbin/extractedprism-kubelet-wiring", "inline: |", wiringScript, nil},
+			{"- name: extractedprism-kubelet-wiring.service", "contents: |", wiringService, nil},
+			{"- name: extractedprism-kubelet-wiring.path", "contents: |", wiringPath, nil},
+		},
 		"packaging/butane/flatcar.bu":   butane("/opt/bin/", toOptBin),
 	}
 }

@@ -14,7 +14,7 @@ NFPM    := $(GO) tool -modfile=tools/go.mod nfpm
 GORELEASER := $(GO) tool -modfile=tools/goreleaser/go.mod goreleaser
 LDFLAGS := -s -w -X $(MODULE)/pkg/version.Version=$(VERSION) -X $(MODULE)/pkg/version.Commit=$(COMMIT)
 
-.PHONY: help build share package repo test-packages test-release run demo test test-unit test-fuzz bench bench-go bench-discovery test-units test-integration test-provisioning test-e2e kube-bins lint clean
+.PHONY: help build share package repo release-snapshot test-packages test-release run demo test test-unit test-fuzz bench bench-go bench-discovery test-units test-integration test-provisioning test-e2e kube-bins lint clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -48,6 +48,9 @@ repo: ## signed apt + rpm repositories of dist/ in dist/repo/ (SIGNING_KEY=file,
 	if [ -z "$$key" ]; then key=$$(hack/throwaway-key.sh dist/throwaway-key) || exit 1; fi; \
 	$(MAKE) --no-print-directory package SIGNING_KEY="$$key" && \
 	SIGNING_KEY="$$key" REPO_URL='$(REPO_URL)' hack/repo.sh dist dist/repo
+
+release-snapshot: ## goreleaser snapshot into dist/ (signed: SIGNING_KEY or a throwaway key; SBOMs; no image, nothing published), then checks signatures and SBOMs (needs bsdtar)
+	hack/release-snapshot.sh
 
 test-release: ## goreleaser check of .goreleaser.yaml (goreleaser pinned in tools/goreleaser/go.mod; first build ~5 min)
 	$(GORELEASER) check

@@ -46,14 +46,7 @@ repo_host_deps() {
     command -v gpg >/dev/null || missing+=(gpg)
     command -v gpgv >/dev/null || missing+=(gpgv)
     command -v ar >/dev/null || missing+=(binutils)
-    ((${#missing[@]} == 0)) && return 0
-    e2e_log "installing host prerequisites: ${missing[*]}"
-    local -a apt=(apt-get -y -q -o Dpkg::Use-Pty=0 install --no-install-recommends)
-    if ! DEBIAN_FRONTEND=noninteractive timeout 600 "${apt[@]}" "${missing[@]}" >&2; then
-        DEBIAN_FRONTEND=noninteractive timeout 300 apt-get -q update >&2 || e2e_die "apt-get update failed"
-        DEBIAN_FRONTEND=noninteractive timeout 600 "${apt[@]}" "${missing[@]}" >&2 ||
-            e2e_die "apt-get install ${missing[*]} failed"
-    fi
+    ep_apt_install "${missing[@]}"
 }
 
 # go_build_testdata NAME OUT : a stdlib-only program of testdata/NAME, static.
@@ -285,10 +278,17 @@ readme() {
         b { print }' "$EP_REPO/README.md" | sed "s|^REPO=.*|REPO=$url|"
 }
 
-# run_readme NAME BLOCK : run the README's lines as root (sudo is not in the
-# rootfs and not needed); output on stdout.
-run_readme() {
-    e2e_exec "$1" bash -ec 'sudo() { "$@"; }; '"$2" 2>&1
+# install_as_readme NAME apt|dnf : run the README's install-apt/-dnf lines
+# in NAME as root (sudo is not in the rootfs and not needed): REPO= line,
+# key, fingerprint check, client file, install. Sets $out to their output.
+install_as_readme() {
+    local name=$1 pm=$2 block rc=0
+    block=$(readme "install-$pm")
+    e2e_assert_eq "README: the $pm block is REPO=, key, check, client file, install" 5 "$(grep -c . <<<"$block")"
+    out=$(e2e_exec "$name" bash -ec 'sudo() { "$@"; }; '"$block" 2>&1) || rc=$?
+    e2e_assert_eq "$pm: the README's lines exit 0" 0 "$rc"
+    ((rc == 0)) || e2e_log "README $pm lines: $(tr '\r' '\n' <<<"$out" | tail -n 30)"
+    e2e_assert_ok "$pm: the fingerprint check shows the repository key's fingerprint" grep -q "$fpr" <<<"$out"
 }
 
 state() { echo "$(e2e_show "$1" "$2" ActiveState)/$(e2e_show "$1" "$2" SubState)"; }
@@ -372,12 +372,7 @@ e2e_boot "$n" "$tarball" "$art"
 ep_upstreams "$n" e2e-upstreams a=127.0.0.11:6443
 serve "$n" "repo-$EP_OLD"
 
-block=$(readme install-apt)
-e2e_assert_eq "README: the apt block has the key, check, sources and install lines" 5 "$(grep -c . <<<"$block")"
-out=$(run_readme "$n" "$block") && rc=0 || rc=$?
-e2e_assert_eq "apt: the README's lines exit 0" 0 "$rc"
-((rc == 0)) || e2e_log "README apt lines: $(tr '\r' '\n' <<<"$out" | tail -n 30)"
-e2e_assert_ok "apt: the fingerprint check shows the repository key's fingerprint" grep -q "$fpr" <<<"$out"
+install_as_readme "$n" apt
 e2e_assert_match "apt: installed from the repository" "^$EP_OLD-1\$" \
     "$(e2e_exec "$n" dpkg-query -W -f '${Version}' extractedprism 2>&1)"
 e2e_assert_match "apt: apt-cache policy shows the repository" "$url/apt stable/main" \
@@ -445,12 +440,7 @@ e2e_boot "$n" "$tarball" "$art"
 ep_upstreams "$n" e2e-upstreams a=127.0.0.11:6443
 serve "$n" "repo-$EP_OLD"
 
-block=$(readme install-dnf)
-e2e_assert_eq "README: the dnf block has the key, check, repo and install lines" 5 "$(grep -c . <<<"$block")"
-out=$(run_readme "$n" "$block") && rc=0 || rc=$?
-e2e_assert_eq "dnf: the README's lines exit 0" 0 "$rc"
-((rc == 0)) || e2e_log "README dnf lines: $(tr '\r' '\n' <<<"$out" | tail -n 30)"
-e2e_assert_ok "dnf: the fingerprint check shows the repository key's fingerprint" grep -q "$fpr" <<<"$out"
+install_as_readme "$n" dnf
 e2e_assert_ok "dnf: dnf imported the key into rpm (gpgcheck)" grep -qi "importing GPG key\|imported successfully" <<<"$out"
 e2e_assert_eq "dnf: installed from the repository" "$EP_OLD-1" \
     "$(e2e_exec "$n" rpm -q --qf '%{VERSION}-%{RELEASE}' extractedprism 2>&1)"

@@ -272,24 +272,7 @@ func TestButane(t *testing.T) {
 					}
 				})
 
-				t.Run("config", func(t *testing.T) {
-					f := file(cfg, "/etc/extractedprism/config.toml")
-					if f == nil || mode(f) != 0o644 {
-						t.Fatal("/etc/extractedprism/config.toml: want a file with mode 0644")
-					}
-
-					path := filepath.Join(t.TempDir(), "config.toml")
-					if err := os.WriteFile(path, []byte(contents(t, *f)), 0o644); err != nil {
-						t.Fatal(err)
-					}
-
-					ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-					defer cancel()
-
-					if out, err := exec.CommandContext(ctx, binary(t), "check-config", "--config", path).CombinedOutput(); err != nil {
-						t.Fatalf("extractedprism check-config: %v\n%s", err, out)
-					}
-				})
+				t.Run("config", func(t *testing.T) { checkConfig(t, cfg) })
 
 				t.Run("units", func(t *testing.T) {
 					socket := unit(cfg, "extractedprism.socket")
@@ -459,22 +442,7 @@ func TestButaneFromRepository(t *testing.T) {
 				}
 			}
 
-			conf := file(cfg, "/etc/extractedprism/config.toml")
-			if conf == nil || mode(conf) != 0o644 {
-				t.Fatal("/etc/extractedprism/config.toml: want a file with mode 0644")
-			}
-
-			path := filepath.Join(t.TempDir(), "config.toml")
-			if err := os.WriteFile(path, []byte(contents(t, *conf)), 0o644); err != nil {
-				t.Fatal(err)
-			}
-
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
-
-			if out, err := exec.CommandContext(ctx, binary(t), "check-config", "--config", path).CombinedOutput(); err != nil {
-				t.Fatalf("extractedprism check-config: %v\n%s", err, out)
-			}
+			checkConfig(t, cfg)
 
 			credential := dropin(unitOrEmpty(cfg, "extractedprism.service"), "kubeconfig.conf")
 			if kubeconfig := file(cfg, "/etc/extractedprism/kubeconfig"); strings.HasSuffix(name, "+optional") {
@@ -486,6 +454,29 @@ func TestButaneFromRepository(t *testing.T) {
 				t.Error("the discovery credentials must be optional (commented out)")
 			}
 		})
+	}
+}
+
+// checkConfig: /etc/extractedprism/config.toml is written 0644 and the
+// daemon's own check-config accepts it.
+func checkConfig(t *testing.T, cfg types.Config) {
+	t.Helper()
+
+	f := file(cfg, "/etc/extractedprism/config.toml")
+	if f == nil || mode(f) != 0o644 {
+		t.Fatal("/etc/extractedprism/config.toml: want a file with mode 0644")
+	}
+
+	path := filepath.Join(t.TempDir(), "config.toml")
+	if err := os.WriteFile(path, []byte(contents(t, *f)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	if out, err := exec.CommandContext(ctx, binary(t), "check-config", "--config", path).CombinedOutput(); err != nil {
+		t.Fatalf("extractedprism check-config: %v\n%s", err, out)
 	}
 }
 

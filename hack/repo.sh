@@ -53,7 +53,7 @@ for t in gpg gpgv apt-ftparchive createrepo_c rpmkeys rpm ar; do
 		die "$t is missing (Debian: apt-get install gpg gpgv apt-utils createrepo-c rpm binutils)"
 done
 [[ -r $key ]] || die "SIGNING_KEY=$key: no such file"
-[[ -z $url || $url =~ ^https?://[^[:space:]]+$ ]] || die "REPO_URL=$url: not an http(s) URL"
+[[ -z $url || $url =~ ^https?://[^[:space:]\|\&\\]+$ ]] || die "REPO_URL=$url: not an http(s) URL (or it has | & \\)"
 url=${url%/}
 
 shopt -s nullglob

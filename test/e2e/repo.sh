@@ -309,13 +309,15 @@ EOF
 # loop (upstream "a" every time): none refused or failed, the service
 # restarted into the new version, the edited config.toml kept.
 upgrade() {
-    local name=$1 desc=$2 pid0 pid1 loop=20 deadline
+    local name=$1 desc=$2 pid0 pid1 loop=15 deadline t0
     shift 2
     pid0=$(e2e_show "$name" "$unit" MainPID)
     e2e_client_start "$name" "$EP_PORT" "$loop" 0.05 a
     deadline=$((SECONDS + loop))
     e2e_sleep 1
+    t0=$EPOCHREALTIME
     e2e_assert_ok "$desc" e2e_exec "$name" "$@"
+    ep_metric "repo_upgrade_ms_${name%%-*}" "$(ep_ms "${t0/./}" "${EPOCHREALTIME/./}" | cut -d. -f1)"
     ((SECONDS + 2 <= deadline)) || e2e_fail "$desc: it ended less than 2 s before the client loop"
     e2e_client_wait "$name" || true
     e2e_assert_no_refused "$desc: no refused or failed connection during the upgrade"

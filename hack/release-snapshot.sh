@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC2016 # the sh -c scripts take their arguments as $1...
 # hack/release-snapshot.sh - a goreleaser release of this checkout as a
 # snapshot (`make release-snapshot`): binaries, archives, packages,
 # checksums, SBOMs, signatures, into dist/; no image, nothing published.
@@ -79,7 +80,10 @@ done
 for f in dist/*.tar.gz "${pkgs[@]}"; do
 	check "$f: SBOM lists the Go modules" grep -q '"go.uber.org/zap"' "$f.sbom.json"
 done
-((${#pkgs[@]} >= 8)) && ok "${#pkgs[@]} packages (deb, rpm, apk, archlinux for amd64 and arm64)" ||
+if ((${#pkgs[@]} >= 8)); then
+	ok "${#pkgs[@]} packages (deb, rpm, apk, archlinux for amd64 and arm64)"
+else
 	bad "only ${#pkgs[@]} packages: ${pkgs[*]}"
+fi
 echo "$passed passed, $failed failed"
 ((failed == 0))

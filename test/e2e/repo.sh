@@ -16,8 +16,8 @@
 #
 # dnf runs inside the container too: Debian's dnf 4.14 and rpm 4.18, on a
 # Debian userland prepared the way a Fedora system is (rpm database in
-# /var/lib/rpm, /etc/yum.repos.d, /etc/pki/rpm-gpg, Fedora's `disable *`
-# preset, skip_if_unavailable=False). What that leaves out: README.md here.
+# /var/lib/rpm, Fedora's `disable *` preset, skip_if_unavailable=False).
+# What that leaves out: README.md here.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -429,12 +429,13 @@ n=dnf-$$
 e2e_prepare "$n" "$tarball"
 root=$(e2e_root "$n")
 # What a Fedora system has and this Debian one lacks: rpm's database in
-# /var/lib/rpm (Debian's rpm defaults to ~/.rpmdb), the directories the
-# README writes to, Fedora's preset policy and dnf's Fedora defaults.
+# /var/lib/rpm (Debian's rpm defaults to ~/.rpmdb), Fedora's preset policy
+# and dnf's Fedora defaults. (/etc/yum.repos.d and /etc/pki/rpm-gpg are
+# missing too: the README's curl --create-dirs makes them.)
 mkdir -p "$root/etc/rpm"
 echo '%_dbpath /var/lib/rpm' >"$root/etc/rpm/macros.dbpath"
 rpm --root "$root" --dbpath /var/lib/rpm --initdb
-mkdir -p "$root/etc/yum.repos.d" "$root/etc/pki/rpm-gpg" "$root/etc/systemd/system-preset"
+mkdir -p "$root/etc/systemd/system-preset"
 echo 'disable *' >"$root/etc/systemd/system-preset/99-default.preset"
 sed -i 's/^skip_if_unavailable=.*/skip_if_unavailable=False/' "$root/etc/dnf/dnf.conf"
 tr -d - </proc/sys/kernel/random/uuid >"$root/etc/machine-id"

@@ -9,14 +9,17 @@ GO      ?= go
 MODULE  := github.com/lexfrei/extractedprism
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
-# Package versions must start with a digit: v1.2.3 -> 1.2.3; untagged
-# commits -> 0.0.0~git<count>.<hash>, which sorts before any release.
-PKG_VERSION ?= $(shell git describe --tags --match 'v[0-9]*' 2>/dev/null | sed 's/^v//; s/-/~/g' | grep . || echo 0.0.0~git$$(git rev-list --count HEAD 2>/dev/null || echo 0).$$(git rev-parse --short HEAD 2>/dev/null || echo unknown))
+# Package version (deb and rpm): v1.2.3 -> 1.2.3, N commits after it ->
+# 1.2.3+gitN.gHASH, no tag -> 0.0.0+gitN.gHASH; sorts in build order in dpkg
+# and rpm (hack/pkg-version.sh says why; test/packaging checks it).
+PKG_VERSION ?= $(shell hack/pkg-version.sh)
 GOARCH  ?= $(shell $(GO) env GOARCH)
 NFPM    := $(GO) tool -modfile=tools/go.mod nfpm
+# Its own module: goreleaser v2.17.0 needs nfpm v2.47, tools/go.mod keeps v2.45.
+GORELEASER := $(GO) tool -modfile=tools/goreleaser/go.mod goreleaser
 LDFLAGS := -s -w -X $(MODULE)/pkg/version.Version=$(VERSION) -X $(MODULE)/pkg/version.Commit=$(COMMIT)
 
-.PHONY: help build share package test-packages run demo test test-unit test-fuzz bench bench-go bench-discovery test-units test-integration test-provisioning test-e2e kube-bins lint clean
+.PHONY: help build share package repo release-snapshot test-packages test-release run demo test test-unit test-fuzz bench bench-go bench-discovery test-units test-integration test-provisioning test-e2e kube-bins lint clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -31,14 +34,37 @@ share: build ## generate shell completions and the man page into bin/share/
 	grep -q '^\.TH ' bin/share/extractedprism.8 || { echo "bin/share/extractedprism.8 is not a man page" >&2; exit 1; }
 	gzip -9nf bin/share/extractedprism.8
 
-package: share ## build deb, rpm, apk and archlinux packages into dist/ for the host arch
+# Signing: SIGNING_KEY is an armoured OpenPGP secret key file, passphrase (if
+# any) in the environment as SIGNING_PASSPHRASE. Empty: unsigned packages;
+# `make repo` then signs with a throwaway test key in dist/throwaway-key/.
+SIGNING_KEY ?=
+# Where dist/repo/ will be served; fills in the client .sources/.repo files.
+REPO_URL ?=
+
+package: share ## build deb, rpm, apk and archlinux packages into dist/ for the host arch (signed deb/rpm with SIGNING_KEY=file)
 	mkdir -p dist
 	for p in deb rpm apk archlinux; do \
-		GOARCH=$(GOARCH) PKG_VERSION=$(PKG_VERSION) $(NFPM) package --config nfpm.yaml --packager $$p --target dist/ || exit 1; \
+		GOARCH=$(GOARCH) PKG_VERSION=$(PKG_VERSION) SIGNING_KEY='$(SIGNING_KEY)' NFPM_PASSPHRASE="$$SIGNING_PASSPHRASE" \
+			$(NFPM) package --config nfpm.yaml --packager $$p --target dist/ || exit 1; \
 	done
 
-test-packages: package ## inspect the .deb and .rpm: contents, modes, conffiles, scripts, lintian
+# The packages of this build, signed, then every .deb/.rpm in dist/ (all
+# versions there) into the repositories. hack/repo.sh says what goes where.
+repo: ## signed apt + rpm repositories of dist/ in dist/repo/ (SIGNING_KEY=file, REPO_URL=url; no key: a throwaway test key)
+	@key='$(SIGNING_KEY)'; \
+	if [ -z "$$key" ]; then key=$$(hack/throwaway-key.sh dist/throwaway-key) || exit 1; fi; \
+	$(MAKE) --no-print-directory package SIGNING_KEY="$$key" && \
+	SIGNING_KEY="$$key" REPO_URL='$(REPO_URL)' hack/repo.sh dist dist/repo
+
+release-snapshot: ## goreleaser snapshot into dist/ (signed: SIGNING_KEY or a throwaway key; SBOMs; no image, nothing published), then checks signatures and SBOMs (needs bsdtar)
+	hack/release-snapshot.sh
+
+test-release: ## goreleaser check of .goreleaser.yaml (goreleaser pinned in tools/goreleaser/go.mod; first build ~5 min)
+	$(GORELEASER) check
+
+test-packages: package ## inspect the .deb and .rpm: contents, modes, conffiles, scripts, lintian; version ordering
 	hack/check-packages.sh
+	$(GO) test -count=1 -tags packaging -run 'Version' ./test/packaging
 
 run: build ## run the proxy on 127.0.0.1:7445 with hack/local.toml
 	./bin/extractedprism run --config hack/local.toml
@@ -50,7 +76,7 @@ demo: build ## run 3 real kube-apiservers and extractedprism in front of them
 	$(GO) test -c -tags demo -o bin/demo.test ./test/demo && \
 	cd test/demo && DEMO_SHELL=$$([ -t 0 ] && echo 1) ../../hack/netns-run.sh ../../bin/demo.test -test.run TestDemo -test.timeout 0
 
-test: test-unit test-fuzz bench-go bench-discovery test-units test-packages test-integration test-provisioning test-e2e ## run every test (what CI runs)
+test: test-unit test-fuzz bench-go bench-discovery test-units test-packages test-release test-integration test-provisioning test-e2e ## run every test (what CI runs)
 
 test-unit: ## unit, CLI and loopback tests, with the race detector; the data path and the model again on one CPU
 	$(GO) vet ./...

@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 need=()
 command -v lintian >/dev/null || need+=(lintian)
 command -v rpm >/dev/null || need+=(rpm)
+command -v shellcheck >/dev/null || need+=(shellcheck)
 if [ ${#need[@]} -gt 0 ]; then
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
@@ -54,7 +55,16 @@ scripts=$(rpm -qp --scripts "$rpm" 2>/dev/null)
 for s in postinstall preuninstall postuninstall; do
 	has "rpm: $s scriptlet" "$scripts" "^$s scriptlet"
 done
+# rpm leaves behind directories that no package owns.
+has "rpm: owns its doc directory" "$rdump" '^/usr/share/doc/extractedprism [0-9]+ [0-9]+ [0-9a-f]+ 040755 root root '
+has "rpm: owns its examples directory" "$rdump" '^/usr/share/doc/extractedprism/examples [0-9]+ [0-9]+ [0-9a-f]+ 040755 root root '
 has "rpm: license" "$(rpm -qp --qf '%{LICENSE}' "$rpm" 2>/dev/null)" '^BSD-3-Clause$'
+
+# The packaging and repository scripts.
+for f in hack/pkg-version.sh hack/throwaway-key.sh hack/repo.sh hack/sbom-package.sh hack/release-snapshot.sh \
+	test/e2e/repo.sh; do
+	if out=$(shellcheck -x -P SCRIPTDIR "$f" 2>&1); then ok "shellcheck $f"; else bad "shellcheck $f" "$out"; fi
+done
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -24,13 +24,19 @@ ep_host_deps() {
     command -v make >/dev/null || missing+=(make)
     command -v rpm >/dev/null || missing+=(rpm)
     command -v gzip >/dev/null || missing+=(gzip)
-    ((${#missing[@]} == 0)) && return 0
-    e2e_log "installing host prerequisites: ${missing[*]}"
+    ep_apt_install "${missing[@]}"
+}
+
+# ep_apt_install PKG... : install host packages with apt-get (bounded; an
+# apt-get update only if the first attempt fails). Nothing to do without PKG.
+ep_apt_install() {
+    (($# == 0)) && return 0
+    e2e_log "installing host prerequisites: $*"
     local -a apt=(apt-get -y -q -o Dpkg::Use-Pty=0 install --no-install-recommends)
-    if ! DEBIAN_FRONTEND=noninteractive timeout 600 "${apt[@]}" "${missing[@]}" >&2; then
+    if ! DEBIAN_FRONTEND=noninteractive timeout 600 "${apt[@]}" "$@" >&2; then
         DEBIAN_FRONTEND=noninteractive timeout 300 apt-get -q update >&2 || e2e_die "apt-get update failed"
-        DEBIAN_FRONTEND=noninteractive timeout 600 "${apt[@]}" "${missing[@]}" >&2 ||
-            e2e_die "apt-get install ${missing[*]} failed"
+        DEBIAN_FRONTEND=noninteractive timeout 600 "${apt[@]}" "$@" >&2 ||
+            e2e_die "apt-get install $* failed"
     fi
 }
 

@@ -2,12 +2,15 @@
 # test/e2e/run.sh - every end-to-end test under a real systemd, one command:
 # builds the artifacts once (the upstream stand-in; `make package` for
 # versions 0.0.1 and 0.0.2, see helpers.sh), then runs service.sh (issue 3)
-# and packages.sh (issue 5) against them, and ends with
+# packages.sh (issue 5) and repo.sh (issue 16: `make repo`, apt and dnf
+# from signed repositories; it builds its own signed packages) against
+# them, and ends with
 # "N passed, N failed" over everything. Exit status non-zero on any failure.
 #
 # Usage: sudo test/e2e/run.sh [SUITE]          (SUITE defaults to bookworm)
 # Needs root and Go; installs its apt prerequisites when missing
-# (systemd-container debootstrap zstd debian-archive-keyring make rpm).
+# (systemd-container debootstrap zstd debian-archive-keyring make rpm;
+# repo.sh adds apt-utils createrepo-c gpg binutils).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -18,7 +21,7 @@ source "$here/helpers.sh"
 e2e_trap
 
 suite=${1:-bookworm}
-scripts=(service.sh packages.sh)
+scripts=(service.sh packages.sh repo.sh)
 declare -a metrics=() timings=()
 
 t0=$SECONDS

@@ -73,7 +73,35 @@ func TestPackagingInSync(t *testing.T) {
 	}
 
 	local.Contents = withoutBinary
+
+	// Both sign deb and rpm with the same key, named the way each tool
+	// takes it: an environment variable for nfpm, a template for goreleaser.
+	for _, format := range []struct {
+		name          string
+		local, remote map[string]any
+	}{{"rpm", local.RPM, rel.RPM}, {"deb", local.Deb, rel.Deb}} {
+		checkKeyFile(t, "nfpm.yaml "+format.name, format.local, "${SIGNING_KEY}")
+		checkKeyFile(t, ".goreleaser.yaml "+format.name, format.remote, "{{ .Env.SIGNING_KEY }}")
+	}
+
 	if !reflect.DeepEqual(local, rel.pkg) {
 		t.Fatalf("nfpm.yaml and .goreleaser.yaml differ:\n nfpm.yaml:   %+v\n goreleaser:  %+v", local, rel.pkg)
 	}
+}
+
+// checkKeyFile asserts section.signature.key_file == want and removes it, so
+// that the rest of the two definitions can be compared as they are.
+func checkKeyFile(t *testing.T, where string, section map[string]any, want string) {
+	t.Helper()
+
+	sig, ok := section["signature"].(map[string]any)
+	if !ok {
+		t.Fatalf("%s: no signature section: the package would be unsigned", where)
+	}
+
+	if got := sig["key_file"]; got != want {
+		t.Errorf("%s: signature.key_file %q, want %q", where, got, want)
+	}
+
+	delete(sig, "key_file")
 }

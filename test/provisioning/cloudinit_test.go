@@ -133,16 +133,38 @@ func TestCloudInitContent(t *testing.T) {
 
 				cfg := yamlDocs(t, name, text)[0]
 
+				// The repository: the client file of packaging/repo/
+				// verbatim (REPLACE-ME URL) and a placeholder key at the
+				// path it names, both written before the install.
+				client := struct{ path, source, key string }{
+					"/etc/apt/sources.list.d/extractedprism.sources", "packaging/repo/extractedprism.sources",
+					"/etc/apt/keyrings/extractedprism.asc",
+				}
 				if dnf {
-					repo := mustGet(t, cfg, "yum_repos", "extractedprism").(map[string]any)
-					if !strings.Contains(jsonString(repo["baseurl"]), "REPLACE-ME") || repo["gpgcheck"] != true {
-						t.Errorf("yum repository: want a REPLACE-ME baseurl with gpgcheck, got %v", repo)
+					client = struct{ path, source, key string }{
+						"/etc/yum.repos.d/extractedprism.repo", "packaging/repo/extractedprism.repo",
+						"/etc/pki/rpm-gpg/RPM-GPG-KEY-extractedprism",
 					}
-				} else {
-					src := jsonString(mustGet(t, cfg, "apt", "sources", "extractedprism", "source"))
-					if !strings.Contains(src, "REPLACE-ME") || !strings.Contains(src, "signed-by=$KEY_FILE") {
-						t.Errorf("apt source: want a REPLACE-ME URL signed by its key, got %s", src)
-					}
+				}
+
+				if f := writeFile(t, cfg, client.path); f == nil || f["content"] != repoFile(t, client.source) ||
+					f["permissions"] != "0644" || (f["defer"] != nil && f["defer"] != false) {
+					t.Errorf("%s: want %s verbatim, 0644, not deferred", client.path, client.source)
+				}
+
+				if !strings.Contains(repoFile(t, client.source), client.key) {
+					t.Errorf("%s does not name the key file %s", client.source, client.key)
+				}
+
+				key := writeFile(t, cfg, client.key)
+				keyText, _ := key["content"].(string)
+				if !strings.Contains(keyText, "REPLACE-ME") ||
+					!strings.HasPrefix(keyText, "-----BEGIN PGP PUBLIC KEY BLOCK-----\n") {
+					t.Errorf("%s: want an armoured key placeholder marked REPLACE-ME, got %v", client.key, key)
+				}
+
+				if cfg["apt"] != nil || cfg["yum_repos"] != nil {
+					t.Error("a second repository definition (apt: / yum_repos:) besides the client file")
 				}
 
 				if pkgs, _ := cfg["packages"].([]any); !slices.Contains(pkgs, any("extractedprism")) {

@@ -15,9 +15,10 @@
 #     and leaves it alone when nothing changes.
 #
 # The user-data differs from the shipped file only where it must: the
-# repository is a local file repository (/dist, with the .deb built from
-# this tree by `make package`) instead of the REPLACE-ME URL, it has no key,
-# and the endpoints are 127.0.0.11-12:6443.
+# repository's URL is the container's own http://127.0.0.1:8080 (`make repo`
+# of this tree, signed with its throwaway key, served by a stdlib file
+# server started before cloud-init's final stage), the key placeholder is
+# that key, and the endpoints are 127.0.0.11-12:6443.
 #
 # usage: sudo test/provisioning/e2e-cloud-init.sh
 # One PASS:/FAIL: line per assertion, then "N passed, N failed". The first
@@ -35,41 +36,57 @@ e2e_trap
 # the library's default allows.
 export E2E_BOOT_TIMEOUT=${E2E_BOOT_TIMEOUT:-240}
 
-command -v dpkg-scanpackages >/dev/null || {
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends dpkg-dev >&2 ||
-		{ apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends dpkg-dev >&2; }
-}
+# make repo's tools (hack/repo.sh): apt-ftparchive, createrepo_c, rpm, gpg, ar.
+need=()
+command -v apt-ftparchive >/dev/null || need+=(apt-utils)
+command -v createrepo_c >/dev/null || need+=(createrepo-c)
+command -v rpm >/dev/null || need+=(rpm)
+command -v gpg >/dev/null || need+=(gpg)
+command -v ar >/dev/null || need+=(binutils)
+if ((${#need[@]})); then
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >&2 ||
+		{ apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >&2; }
+fi
 
 # python3-cffi-backend provides the virtual packages python3-cryptography
 # needs, which debootstrap does not resolve on its own.
 tarball=$(e2e_rootfs bookworm cloud-init python3-cffi-backend)
 
-# --- the package, in a snapshot of the tree (make package writes bin/ and dist/)
+# --- the repository, in a snapshot of the tree (make repo writes bin/ and dist/)
 work=""
 e2e_tmpdir work
-mkdir -p "$work/tree" "$work/dist"
+mkdir -p "$work/tree" "$work/dist" "$work/httpd"
 tar -C "$repo" --exclude=./.git --exclude=./bin --exclude=./dist --exclude=./.cache -cf - . | tar -C "$work/tree" -xf -
-e2e_log "make package PKG_VERSION=0.0.1"
-if ! make -C "$work/tree" --no-print-directory package PKG_VERSION=0.0.1 VERSION=v0.0.1 >"$work/make.log" 2>&1; then
+e2e_log "make repo PKG_VERSION=0.0.1"
+if ! make -C "$work/tree" --no-print-directory repo PKG_VERSION=0.0.1 VERSION=v0.0.1 \
+	REPO_URL=http://127.0.0.1:8080 >"$work/make.log" 2>&1; then
 	tail -n 40 "$work/make.log" >&2
-	e2e_die "make package failed"
+	e2e_die "make repo failed"
 fi
-cp "$work/tree/dist/"extractedprism_0.0.1-*.deb "$work/dist/"
-(cd "$work/dist" && dpkg-scanpackages --multiversion . >Packages 2>/dev/null)
+cp -a "$work/tree/dist/repo" "$work/dist/repo"
+cp "$repo/test/e2e/testdata/httpd/main.go" "$work/httpd/"
+printf 'module httpd\n\ngo 1.22\n' >"$work/httpd/go.mod"
+(cd "$work/httpd" && CGO_ENABLED=0 GOWORK=off GOFLAGS=-mod=mod go build -trimpath -ldflags='-s -w' \
+	-o "$work/dist/httpd" .) || e2e_die "building the repository server failed"
 
 # --- the user-data --------------------------------------------------------------
 # Optional blocks uncommented exactly as an operator would; then the
 # repository, its key and the endpoints replaced.
 sed -e '/# BEGIN OPTIONAL/,/# END OPTIONAL/{/# BEGIN OPTIONAL/b;/# END OPTIONAL/b;s/^\( *\)# /\1/;s/^\( *\)#$/\1/;}' \
-	-e 's|source: "deb \[signed-by=\$KEY_FILE\] https://REPLACE-ME.invalid/apt stable main"|source: "deb [trusted=yes] file:/dist ./"|' \
-	-e '/^      key: |$/,/END PGP PUBLIC KEY BLOCK/d' \
+	-e 's|^      URIs: https://REPLACE-ME.invalid/extractedprism/apt$|      URIs: http://127.0.0.1:8080/apt|' \
 	-e 's|^      endpoints = \[.*\]$|      endpoints = ["127.0.0.11:6443", "127.0.0.12:6443"]|' \
-	"$repo/packaging/cloud-init/apt.yaml" >"$work/user-data"
-for want in 'file:/dist' '127.0.0.11:6443' '- path: /etc/extractedprism/kubeconfig'; do
+	"$repo/packaging/cloud-init/apt.yaml" |
+	# The key placeholder (BEGIN ... END) replaced by the repository's key.
+	awk -v key="$work/dist/repo/extractedprism.asc" '
+		$0 == "      -----BEGIN PGP PUBLIC KEY BLOCK-----" { while ((getline l < key) > 0) print "      " l; skip = 1; next }
+		skip { if ($0 == "      -----END PGP PUBLIC KEY BLOCK-----") skip = 0; next }
+		{ print }' >"$work/user-data"
+for want in 'URIs: http://127.0.0.1:8080/apt' 'Signed-By: /etc/apt/keyrings/extractedprism.asc' \
+	'127.0.0.11:6443' '- path: /etc/extractedprism/kubeconfig' "$(sed -n 3p "$work/dist/repo/extractedprism.asc")"; do
 	grep -qF -- "$want" "$work/user-data" || e2e_die "user-data substitution failed: no '$want'"
 done
-if grep -q 'REPLACE-ME.invalid\|PGP PUBLIC KEY' "$work/user-data"; then
-	e2e_die "user-data substitution failed: the placeholder repository is still there"
+if grep -q 'REPLACE-ME' "$work/user-data"; then
+	e2e_die "user-data substitution failed: a REPLACE-ME placeholder is still there: $(grep -m1 REPLACE-ME "$work/user-data")"
 fi
 
 # --- the node -------------------------------------------------------------------
@@ -79,7 +96,8 @@ mkdir -p "$root/var/lib/cloud/seed/nocloud" "$root/etc/cloud/cloud.cfg.d"
 cp "$work/user-data" "$root/var/lib/cloud/seed/nocloud/user-data"
 printf 'instance-id: provisioning-e2e\nlocal-hostname: node-1\n' >"$root/var/lib/cloud/seed/nocloud/meta-data"
 # No network in the container: only the NoCloud seed, no network config, no
-# Debian mirror (the only repository is the user-data's /dist).
+# Debian mirror (the only repository is the user-data's, served on the
+# container's loopback by e2e-repo.service below).
 # The minimal rootfs has no en_US.UTF-8, which cloud-init's locale module
 # would set.
 printf 'datasource_list: [NoCloud]\nnetwork: {config: disabled}\nlocale: C.UTF-8\n' >"$root/etc/cloud/cloud.cfg.d/99-e2e.cfg"
@@ -94,8 +112,22 @@ ExecStart=/bin/sleep infinity
 [Install]
 WantedBy=multi-user.target
 EOF
+# The package repository, as a web server would serve it: started at boot,
+# active once it accepts connections, before cloud-init's final stage
+# (apt-get update && apt-get install).
+cat >"$root/etc/systemd/system/e2e-repo.service" <<'EOF'
+[Unit]
+Description=the test's package repository on http://127.0.0.1:8080
+Before=cloud-final.service
+[Service]
+ExecStart=/dist/httpd 127.0.0.1:8080 /dist/repo
+ExecStartPost=/bin/bash -c 'for i in {1..100}; do (exec 3<>/dev/tcp/127.0.0.1/8080) 2>/dev/null && exit 0; sleep 0.1; done; exit 1'
+[Install]
+WantedBy=multi-user.target
+EOF
 mkdir -p "$root/etc/systemd/system/multi-user.target.wants"
 ln -sf /etc/systemd/system/kubelet.service "$root/etc/systemd/system/multi-user.target.wants/kubelet.service"
+ln -sf /etc/systemd/system/e2e-repo.service "$root/etc/systemd/system/multi-user.target.wants/e2e-repo.service"
 
 e2e_boot node "$tarball" "$work/dist"
 
@@ -104,6 +136,8 @@ status=$(e2e_exec node timeout 120 cloud-init status --wait --long 2>&1 || true)
 e2e_assert_eq "cloud-init finished without errors" "status: done" "$(grep '^status:' <<<"$status" || echo "$status")"
 e2e_assert_ok "extractedprism is installed from the user-data's repository" \
 	e2e_exec node dpkg-query -W -f='${Status}' extractedprism
+e2e_assert_match "apt got it from the signed repository" 'http://127\.0\.0\.1:8080/apt stable/main' \
+	"$(e2e_exec node apt-cache policy extractedprism 2>&1)"
 
 conf=$(e2e_exec node cat /etc/extractedprism/config.toml)
 e2e_assert_match "config.toml is the one write_files wrote" 'endpoints = \["127\.0\.0\.11:6443", "127\.0\.0\.12:6443"\]' "$conf"

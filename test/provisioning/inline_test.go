@@ -52,10 +52,21 @@ func inlineCopies() map[string][]inlineCopy {
 		}
 	}
 
+	// The client files of the repository, the same a node gets from the
+	// README's install lines.
+	aptSources := inlineCopy{"- path: /etc/apt/sources.list.d/extractedprism.sources", "content: |", "packaging/repo/extractedprism.sources", nil}
+	dnfRepo := inlineCopy{"- path: /etc/yum.repos.d/extractedprism.repo", "content: |", "packaging/repo/extractedprism.repo", nil}
+
 	return map[string][]inlineCopy{
-		"packaging/cloud-init/apt.yaml": cloudInit,
-		"packaging/cloud-init/dnf.yaml": cloudInit,
+		"packaging/cloud-init/apt.yaml": append([]inlineCopy{aptSources}, cloudInit...),
+		"packaging/cloud-init/dnf.yaml": append([]inlineCopy{dnfRepo}, cloudInit...),
 		"packaging/butane/fcos.bu":      butane("/usr/local/sbin/", nil),
+		"packaging/butane/fcos-repo.bu": {
+			{"- path: /etc/yum.repos.d/extractedprism.repo", "inline: |", "packaging/repo/extractedprism.repo", nil},
+			{"- path: /usr/local/sbin/extractedprism-kubelet-wiring", "inline: |", wiringScript, nil},
+			{"- name: extractedprism-kubelet-wiring.service", "contents: |", wiringService, nil},
+			{"- name: extractedprism-kubelet-wiring.path", "contents: |", wiringPath, nil},
+		},
 		"packaging/butane/flatcar.bu":   butane("/opt/bin/", toOptBin),
 	}
 }

@@ -272,24 +272,7 @@ func TestButane(t *testing.T) {
 					}
 				})
 
-				t.Run("config", func(t *testing.T) {
-					f := file(cfg, "/etc/extractedprism/config.toml")
-					if f == nil || mode(f) != 0o644 {
-						t.Fatal("/etc/extractedprism/config.toml: want a file with mode 0644")
-					}
-
-					path := filepath.Join(t.TempDir(), "config.toml")
-					if err := os.WriteFile(path, []byte(contents(t, *f)), 0o644); err != nil {
-						t.Fatal(err)
-					}
-
-					ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-					defer cancel()
-
-					if out, err := exec.CommandContext(ctx, binary(t), "check-config", "--config", path).CombinedOutput(); err != nil {
-						t.Fatalf("extractedprism check-config: %v\n%s", err, out)
-					}
-				})
+				t.Run("config", func(t *testing.T) { checkConfig(t, cfg) })
 
 				t.Run("units", func(t *testing.T) {
 					socket := unit(cfg, "extractedprism.socket")
@@ -410,4 +393,106 @@ func TestButane(t *testing.T) {
 			})
 		}
 	}
+}
+
+// fcos-repo.bu installs from the signed rpm repository instead of fetching
+// the binary: the client file of packaging/repo verbatim, the key at the
+// path it names, the configuration before the package, and a first-boot
+// unit that layers the package with rpm-ostree and starts its socket.
+// (rpm-ostree itself is not run here: there is no Fedora CoreOS.)
+func TestButaneFromRepository(t *testing.T) {
+	p := platform{
+		file: "packaging/butane/fcos-repo.bu", ignition: "3.5.0",
+		parse: func(b []byte) (report.Report, error) {
+			_, r, err := v35.Parse(b)
+
+			return r, err
+		},
+		wiringPath: "/usr/local/sbin/extractedprism-kubelet-wiring",
+	}
+	text := repoFile(t, p.file)
+
+	optional, n, err := uncommentOptional(text)
+	if err != nil || n != 2 {
+		t.Fatalf("%s: optional blocks: %d, %v", p.file, n, err)
+	}
+
+	for name, input := range map[string]string{"fcos-repo.bu": text, "fcos-repo.bu+optional": optional} {
+		t.Run(name, func(t *testing.T) {
+			cfg, _ := translate(t, p, input)
+
+			repo := file(cfg, "/etc/yum.repos.d/extractedprism.repo")
+			if repo == nil || mode(repo) != 0o644 || contents(t, *repo) != repoFile(t, "packaging/repo/extractedprism.repo") {
+				t.Error("/etc/yum.repos.d/extractedprism.repo: want packaging/repo/extractedprism.repo verbatim, 0644")
+			}
+
+			key := file(cfg, "/etc/pki/rpm-gpg/RPM-GPG-KEY-extractedprism")
+			if key == nil || !strings.HasPrefix(contents(t, *key), "-----BEGIN PGP PUBLIC KEY BLOCK-----\n") ||
+				!strings.Contains(contents(t, *key), "REPLACE-ME") {
+				t.Error("the key: want an armoured placeholder marked REPLACE-ME at the .repo file's gpgkey path")
+			}
+
+			if file(cfg, "/usr/local/bin/extractedprism") != nil || unit(cfg, "extractedprism.socket") != nil {
+				t.Error("the binary or the units are written besides the package")
+			}
+
+			install := unit(cfg, "extractedprism-install.service")
+			if install == nil || install.Enabled == nil || !*install.Enabled {
+				t.Fatal("extractedprism-install.service: want it enabled")
+			}
+
+			for _, want := range []string{
+				"\nExecStart=/usr/bin/rpm-ostree install --apply-live --allow-inactive --idempotent extractedprism\n",
+				"\nExecStart=/usr/bin/systemctl enable --now extractedprism.socket\n",
+				"\nAfter=network-online.target\n", "\nBefore=kubelet.service zincati.service\n",
+			} {
+				if !strings.Contains(str(install.Contents), want) {
+					t.Errorf("extractedprism-install.service lacks %q", strings.TrimSpace(want))
+				}
+			}
+
+			checkConfig(t, cfg)
+
+			credential := dropin(unitOrEmpty(cfg, "extractedprism.service"), "kubeconfig.conf")
+			if kubeconfig := file(cfg, "/etc/extractedprism/kubeconfig"); strings.HasSuffix(name, "+optional") {
+				if mode(kubeconfig) != 0o600 || credential == nil ||
+					str(credential.Contents) != repoFile(t, "packaging/systemd/kubeconfig.conf") {
+					t.Error("optional: want the kubeconfig 0600 and packaging/systemd/kubeconfig.conf as a drop-in")
+				}
+			} else if kubeconfig != nil || credential != nil {
+				t.Error("the discovery credentials must be optional (commented out)")
+			}
+		})
+	}
+}
+
+// checkConfig: /etc/extractedprism/config.toml is written 0644 and the
+// daemon's own check-config accepts it.
+func checkConfig(t *testing.T, cfg types.Config) {
+	t.Helper()
+
+	f := file(cfg, "/etc/extractedprism/config.toml")
+	if f == nil || mode(f) != 0o644 {
+		t.Fatal("/etc/extractedprism/config.toml: want a file with mode 0644")
+	}
+
+	path := filepath.Join(t.TempDir(), "config.toml")
+	if err := os.WriteFile(path, []byte(contents(t, *f)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	if out, err := exec.CommandContext(ctx, binary(t), "check-config", "--config", path).CombinedOutput(); err != nil {
+		t.Fatalf("extractedprism check-config: %v\n%s", err, out)
+	}
+}
+
+func unitOrEmpty(cfg types.Config, name string) *types.Unit {
+	if u := unit(cfg, name); u != nil {
+		return u
+	}
+
+	return &types.Unit{}
 }

@@ -175,7 +175,7 @@ func (s *Set) updateFailOpen() {
 	open := true
 
 	for _, n := range s.nodes {
-		if n.usable() || n.unproven { // a new one is not failing: it is about to be checked
+		if n.usable() { // a new one has not passed a check yet: it is no reason to stop failing open
 			open = false
 
 			break

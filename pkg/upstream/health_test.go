@@ -251,3 +251,28 @@ func BenchmarkPick(b *testing.B) {
 		}
 	}
 }
+
+// An upstream added while every upstream fails has passed no check: it
+// does not end fail-open (it was said to, and fail-open was then logged
+// again when its first check failed).
+func TestNewcomerDoesNotEndFailOpen(t *testing.T) {
+	t.Parallel()
+
+	m := newModel(t, Rules{Fall: 1, Rise: 1, Interval: time.Minute}, a, b)
+	fail(a)(m, t)
+	fail(b)(m, t)
+
+	if err := m.Reconcile(endpoints(a, b, c)); err != nil {
+		t.Fatal(err)
+	}
+
+	if !m.FailOpen() {
+		t.Fatal("an unchecked newcomer ended fail-open")
+	}
+
+	pass(c)(m, t)
+
+	if m.FailOpen() {
+		t.Fatal("a passing newcomer did not end fail-open")
+	}
+}

@@ -558,9 +558,13 @@ func TestGracefulShutdownWithDefaults(t *testing.T) {
 			}
 		}
 
-		t.Logf("%s: %d requests on new connections every 50 ms, %d failed; %d went to the stopping API server, the last "+
-			"one started %v after the SIGTERM (it exited %v after it)", name, len(attempts), failed, hits, last.Round(time.Millisecond),
-			exited.Round(time.Millisecond))
+		lastHit := "none"
+		if hits > 0 {
+			lastHit = "the last " + last.Round(time.Millisecond).String()
+		}
+
+		t.Logf("%s: %d requests on new connections every 50 ms, %d failed; %d went to the stopping API server, %s "+
+			"after the SIGTERM (it exited %v after it)", name, len(attempts), failed, hits, lastHit, exited.Round(time.Millisecond))
 
 		if name == "with discovery" && last > 2*time.Second {
 			t.Errorf("with discovery, the stopping API server got a new connection %v after the SIGTERM, want none after 2 s", last)

@@ -22,9 +22,9 @@ import (
 )
 
 // Helpers of the health-model tests (issue 14): failopen_test.go,
-// badclients_test.go and failover_test.go run the daemon against real API
-// servers and etcd with its default health settings, unless a test says
-// why not. Tests that mostly wait run in parallel, each on an API server
+// badclients_test.go and health_failover_test.go run the daemon against
+// real API servers and etcd with its default health settings, unless a
+// test says why not. Tests that mostly wait run in parallel, each on an API server
 // port of its own; the ones that measure failover times run alone.
 
 const configMaps = "/api/v1/namespaces/default/configmaps"

@@ -17,6 +17,9 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -87,9 +90,42 @@ func (c *cluster) kubeconfig(t testing.TB) string {
 }
 
 type running struct {
-	d    *daemon.Daemon
-	logs *observer.ObservedLogs
-	stop func()
+	d      *daemon.Daemon
+	logs   *observer.ObservedLogs
+	states *notifier
+	stop   func()
+	// reload has the daemon reload a configuration edited from the one
+	// it started with, and returns once it was applied.
+	reload func(t *testing.T, edit func(*config.Config))
+}
+
+// notifier records what the daemon tells systemd (READY=, STATUS=).
+type notifier struct {
+	mu     sync.Mutex
+	states []string
+}
+
+func (n *notifier) Notify(state string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+
+	n.states = append(n.states, state)
+}
+
+// status is the last STATUS= the daemon sent.
+func (n *notifier) status() string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+
+	for i := len(n.states) - 1; i >= 0; i-- {
+		for line := range strings.SplitSeq(n.states[i], "\n") {
+			if s, ok := strings.CutPrefix(line, "STATUS="); ok {
+				return s
+			}
+		}
+	}
+
+	return ""
 }
 
 // startDaemon runs a daemon in-process with one static endpoint and fast
@@ -97,13 +133,27 @@ type running struct {
 func startDaemon(t *testing.T, static string, edit func(*config.Config)) *running {
 	t.Helper()
 
+	return startDefaultDaemon(t, static, func(cfg *config.Config) {
+		cfg.HealthInterval = 300 * time.Millisecond
+		cfg.HealthTimeout = 250 * time.Millisecond
+		cfg.DrainTimeout = time.Second
+
+		if edit != nil {
+			edit(cfg)
+		}
+	})
+}
+
+// startDefaultDaemon runs a daemon in-process with the shipped defaults,
+// apart from kernel-chosen ports, a private state directory and one static
+// endpoint; edit adjusts the configuration.
+func startDefaultDaemon(t *testing.T, static string, edit func(*config.Config)) *running {
+	t.Helper()
+
 	cfg := config.Default()
 	cfg.Endpoints = []string{static}
 	cfg.BindPort = 0
 	cfg.HealthPort = 0
-	cfg.HealthInterval = 300 * time.Millisecond
-	cfg.HealthTimeout = 250 * time.Millisecond
-	cfg.DrainTimeout = time.Second
 	cfg.StateDirectory = t.TempDir()
 
 	if edit != nil {
@@ -112,8 +162,16 @@ func startDaemon(t *testing.T, static string, edit func(*config.Config)) *runnin
 
 	core, logs := observer.New(zap.DebugLevel)
 	log := zap.New(zapcore.NewTee(zaptest.NewLogger(t).Core(), core))
+	states := &notifier{}
 
-	d, err := daemon.New(daemon.Options{Config: cfg, Logger: log})
+	var next atomic.Pointer[config.Config]
+
+	reloads := make(chan os.Signal, 1)
+
+	d, err := daemon.New(daemon.Options{
+		Config: cfg, Logger: log, Notifier: states,
+		Reload: func() (config.Config, error) { return *next.Load(), nil }, Reloads: reloads,
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,7 +181,19 @@ func startDaemon(t *testing.T, static string, edit func(*config.Config)) *runnin
 
 	go func() { done <- d.Run(ctx) }()
 
-	r := &running{d: d, logs: logs}
+	r := &running{d: d, logs: logs, states: states}
+	r.reload = func(t *testing.T, edit func(*config.Config)) {
+		t.Helper()
+
+		c := cfg
+		edit(&c)
+		next.Store(&c)
+
+		done := logs.FilterMessage("configuration reloaded").Len()
+		reloads <- syscall.SIGHUP
+
+		eventually(t, 5*time.Second, "the reload applied", func() bool { return logs.FilterMessage("configuration reloaded").Len() > done })
+	}
 	stopped := false
 	r.stop = func() {
 		if stopped {

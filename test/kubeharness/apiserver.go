@@ -213,6 +213,16 @@ func (a *APIServer) Stop() error { return a.proc.stop(apiserverStopGrace) }
 // address leaves the slice only after the lease expires (up to ~25 s).
 func (a *APIServer) Kill() error { return a.proc.kill() }
 
+// Pause SIGSTOPs the apiserver: a hung API server, which still accepts TCP
+// connections (the kernel completes the handshake) and answers nothing.
+func (a *APIServer) Pause() error { return a.proc.pause() }
+
+// Resume SIGCONTs a paused apiserver.
+func (a *APIServer) Resume() error { return a.proc.resume() }
+
+// PID is the apiserver's process ID, 0 when it never started.
+func (a *APIServer) PID() int { return a.proc.pid() }
+
 // Restart stops the apiserver if it is running and starts it again with the
 // same flags, waiting for /readyz.
 func (a *APIServer) Restart() error {

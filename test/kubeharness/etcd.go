@@ -173,10 +173,19 @@ func (e *Etcd) healthy(ctx context.Context) (bool, string, error) {
 
 // Stop stops every apiserver still running on this etcd (in parallel), then
 // etcd itself. An apiserver that loses etcd while terminating hangs for tens
-// of seconds, hence the order.
+// of seconds, hence the order, and etcd is resumed first if it was paused.
 func (e *Etcd) Stop() error {
-	return errors.Join(stopAll(e.apiserversOf(nil)), e.proc.stop(etcdStopGrace))
+	return errors.Join(e.Resume(), stopAll(e.apiserversOf(nil)), e.proc.stop(etcdStopGrace))
 }
+
+// Pause SIGSTOPs etcd, like a stalled one (a full disk, a long fsync, a
+// stuck leader): connections to it stay open and are accepted, and nothing
+// is answered. The apiservers' /readyz fails once their etcd check times
+// out. Resume continues it.
+func (e *Etcd) Pause() error { return e.proc.pause() }
+
+// Resume SIGCONTs a paused etcd; it is harmless on a running one.
+func (e *Etcd) Resume() error { return e.proc.resume() }
 
 // Kill SIGKILLs etcd without touching the apiservers.
 func (e *Etcd) Kill() error { return e.proc.kill() }
@@ -219,7 +228,7 @@ func (e *Etcd) cleanupAPIServersOf(owner testing.TB) {
 	}
 
 	start := time.Now()
-	if err := stopAll(running); err != nil {
+	if err := errors.Join(e.Resume(), stopAll(running)); err != nil {
 		owner.Errorf("kubeharness: cleanup: %v", err)
 	}
 

@@ -170,11 +170,23 @@ func (p *process) wait(timeout time.Duration) error {
 	}
 }
 
+// pause stops the process with SIGSTOP, like a hung one: its sockets stay
+// open and the kernel still accepts connections for it, but nothing is
+// answered. resume continues it.
+func (p *process) pause() error { return p.signal(syscall.SIGSTOP) }
+
+func (p *process) resume() error { return p.signal(syscall.SIGCONT) }
+
 // stop sends SIGTERM and waits up to grace; a process still alive after that
 // is SIGKILLed and the stop reported as an error, because a hung shutdown is
-// a bug worth seeing.
+// a bug worth seeing. A paused process is continued, so that it can act on
+// the SIGTERM (a test that failed while it was paused still cleans up).
 func (p *process) stop(grace time.Duration) error {
 	if err := p.signal(syscall.SIGTERM); err != nil {
+		return err
+	}
+
+	if err := p.resume(); err != nil {
 		return err
 	}
 

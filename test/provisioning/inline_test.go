@@ -67,7 +67,7 @@ func inlineCopies() map[string][]inlineCopy {
 			{"- name: extractedprism-kubelet-wiring.service", "contents: |", wiringService, nil},
 			{"- name: extractedprism-kubelet-wiring.path", "contents: |", wiringPath, nil},
 		},
-		"packaging/butane/flatcar.bu":   butane("/opt/bin/", toOptBin),
+		"packaging/butane/flatcar.bu": butane("/opt/bin/", toOptBin),
 	}
 }
 

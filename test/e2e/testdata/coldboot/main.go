@@ -9,9 +9,11 @@
 //	coldboot serve -name a -listen 127.0.0.11:6443 -dir DIR -stamp FILE
 //	    an HTTPS server with the certificate from DIR, answering like an API
 //	    server that has just come back: /readyz is 500 until -ready-after has
-//	    passed, then 200; every other path is 200 with {"upstream":"NAME"}.
-//	    Once it accepts connections it writes the time (Unix nanoseconds) to
-//	    FILE, so the script can time the proxy from that moment.
+//	    passed, then 200; every other path is 200 with {"upstream":"NAME"}
+//	    and the header X-Upstream: NAME. Once it accepts connections it
+//	    writes the time (Unix nanoseconds) to FILE, so the script can time
+//	    the proxy from that moment. Unlike a kube-apiserver, which accepts
+//	    connections seconds before it answers them, it answers at once.
 //
 //	coldboot poll -ca DIR/ca.crt -out FILE
 //	    what kubelet does after a reboot: every -interval, a new connection

@@ -27,7 +27,7 @@
 #                        kube-apiserver v1.36 starts at the address of "a"
 # The first three use the stand-in API server (testdata/coldboot `serve`):
 # it answers from the moment it accepts, and fails /readyz for its first
-# second. A real kube-apiserver accepts connections seconds before it
+# half second. A real kube-apiserver accepts connections seconds before it
 # answers them (it listens, then prepares, then serves); its runs time from
 # its "Serving securely" line, and assert the proxy never leaves a client
 # hanging meanwhile.
@@ -68,7 +68,7 @@ attempt_ms=1000      # bound on one client attempt while nothing is up
 start_ms=3000        # the same for an attempt that waits for the daemon to start
 silent_ms=3000       # ... and while the upstream accepts but does not answer yet (the
                      # proxy gives it 1 s, then tries the next upstream)
-outage_attempts=20   # attempts made in each outage before an upstream starts (~2 s)
+outage_attempts=15   # attempts made in each outage before an upstream starts (~1.5 s)
 poll=/run/e2e-poll.log
 [[ $boots =~ ^[1-9][0-9]?$ ]] || e2e_die "E2E_COLDBOOT_BOOTS must be 1..99"
 [[ $kube_boots =~ ^[0-9]$ ]] || e2e_die "E2E_COLDBOOT_KUBE_BOOTS must be 0..9"
@@ -169,7 +169,7 @@ standin() {
     addr=$([[ $up == a ]] && echo "$a" || echo "$c")
     e2e_exec "$n" rm -f "$stamp"
     e2e_exec "$n" systemd-run --quiet --unit="e2e-api-$up" /usr/local/bin/e2e-coldboot serve \
-        -name "$up" -listen "$addr" -dir /etc/e2e-coldboot -stamp "$stamp" -ready-after 1s ||
+        -name "$up" -listen "$addr" -dir /etc/e2e-coldboot -stamp "$stamp" -ready-after 500ms ||
         e2e_die "$1: could not start upstream $up"
     e2e_wait_until 10 e2e_exec "$n" test -s "$stamp" || e2e_die "$1: upstream $up did not start"
     e2e_exec "$n" cat "$stamp"

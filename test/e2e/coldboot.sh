@@ -277,7 +277,7 @@ measure() {
         e2e_pass "$label: the journal stays quiet: ${m[steady]} lines in the ${m[steady_s]} s spent failing open (${m[journal]} in the whole outage, start included)"
     else
         e2e_fail "$label: ${m[steady]} journal lines in the ${m[steady_s]} s spent failing open (bound $quiet):"
-        awk -v s="$since" '$1 * 1e9 >= s' <<<"$jr" | head -n 40
+        awk -v s="$since" '$1 * 1e9 >= s && k++ < 40' <<<"$jr"
     fi
 
     # Once it answers.
@@ -372,7 +372,7 @@ etcd_flags=(--name=e1 --data-dir=/var/lib/e2e-etcd --unsafe-no-fsync
 # in the container's time zone), in ns; empty before.
 serving_ns() {
     local l
-    l=$(e2e_journal "$n" -u e2e-kube-apiserver -o cat | awk '/Serving securely on/ { print $1, $2; exit }')
+    l=$(e2e_journal "$n" -u e2e-kube-apiserver -o cat | awk '/Serving securely on/ && !f++ { print $1, $2 }')
     [[ $l =~ ^I([0-9]{2})([0-9]{2})\ ([0-9:.]+)$ ]] || return 1
     e2e_exec "$n" date -d "$(date +%Y)-${BASH_REMATCH[1]}-${BASH_REMATCH[2]} ${BASH_REMATCH[3]}" +%s%N
 }
@@ -396,7 +396,7 @@ for ((i = 1; i <= kube_boots; i++)); do
         measure "$label" boot/kube-apiserver - 0 "$acc" "$srv" "$outage_attempts"
     else
         e2e_fail "$label: the kube-apiserver did not come up (accepting '$acc', serving '$srv')"
-        e2e_journal "$n" -u e2e-kube-apiserver | tail -n 20
+        e2e_journal "$n" -u e2e-kube-apiserver -n 20 || true
     fi
     # The API server first: stopped after etcd it hangs (notes/kube-apiserver.md).
     e2e_exec "$n" systemctl stop e2e-kube-apiserver || true

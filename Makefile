@@ -102,7 +102,7 @@ test-fuzz: ## a bounded fuzz run of the config loader and the slice conversion (
 test-units: build ## systemd-analyze verify + security exposure of the units
 	hack/check-units.sh bin/extractedprism
 
-test-e2e: ## under a real systemd (nspawn, root): the service from the .deb, socket activation, reload, watchdog, restarts; deb and rpm install, upgrade, removal; cloud-init provisioning
+test-e2e: ## under a real systemd (nspawn, root): the service from the .deb, socket activation, reload, watchdog, restarts; deb and rpm install, upgrade, removal; cold boots with every control plane down; cloud-init provisioning
 	test/e2e/run.sh
 	test/provisioning/e2e-cloud-init.sh
 

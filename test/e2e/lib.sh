@@ -536,6 +536,44 @@ _e2e_shutdown() {
     return "$rc"
 }
 
+# _e2e_release_cgroups NAME : kill what is left in NAME's cgroups (bounded
+# wait) and remove them. 1 if one could not be removed.
+_e2e_release_cgroups() {
+    local - # best effort: no errexit in here, whatever the caller set
+    set +e
+    local cgs=${E2E_CGROUPS[$1]:-} rc=0 deadline dir
+    _e2e_kill_cgroups "$cgs"
+    deadline=$((SECONDS + 10))
+    until _e2e_cgroups_empty "$cgs" || ((SECONDS >= deadline)); do sleep 0.1; done
+    for dir in $cgs; do
+        [[ -d $dir ]] || continue
+        find "$dir" -depth -type d -exec rmdir {} + 2>/dev/null || true
+        [[ -d $dir ]] && {
+            e2e_log "could not remove cgroup $dir"
+            rc=1
+        }
+    done
+    return "$rc"
+}
+
+# e2e_reboot NAME DISTDIR : power the container off (as e2e_stop does) and
+# boot the same rootfs again: what was installed and enabled stays, /run and
+# the network namespace are new. A client loop is ended first. 1 if the
+# poweroff had to be forced or the boot failed.
+e2e_reboot() {
+    local name=${1:?usage: e2e_reboot NAME DISTDIR} dist=${2:?distdir} rc=0
+    [[ -n ${E2E_NSPAWN_PID[$name]:-} ]] || e2e_die "container '$name' is not running"
+    if [[ -n ${E2E_CLIENT_PID[$name]:-} ]]; then
+        _e2e_end_job "${E2E_CLIENT_PID[$name]}"
+        unset "E2E_CLIENT_PID[$name]"
+    fi
+    _e2e_shutdown "$name" "${E2E_NSPAWN_PID[$name]}" "${E2E_LEADER[$name]:-}" "${E2E_STOP_TIMEOUT:-20}" || rc=1
+    _e2e_release_cgroups "$name" || rc=1
+    unset "E2E_NSPAWN_PID[$name]" "E2E_LEADER[$name]" "E2E_CGROUPS[$name]"
+    e2e_boot "$name" - "$dist" || return 1 # prepared: the tarball is not used
+    return "$rc"
+}
+
 # e2e_stop NAME : power the container off (bounded; SIGTERM then SIGKILL if it
 # hangs), remove its cgroups and its rootfs copy. Safe to call twice.
 e2e_stop() {
@@ -543,7 +581,7 @@ e2e_stop() {
     set +e
     local name=${1:?usage: e2e_stop NAME}
     local pid=${E2E_NSPAWN_PID[$name]:-} leader=${E2E_LEADER[$name]:-} state=${E2E_STATE[$name]:-}
-    local timeout=${E2E_STOP_TIMEOUT:-20} rc=0 deadline
+    local timeout=${E2E_STOP_TIMEOUT:-20} rc=0
     [[ -n $state ]] || return 0
 
     # Background clients talking to this container go first.
@@ -553,20 +591,7 @@ e2e_stop() {
     fi
 
     _e2e_shutdown "$name" "$pid" "$leader" "$timeout" || rc=1
-
-    local cgs=${E2E_CGROUPS[$name]:-}
-    _e2e_kill_cgroups "$cgs"
-    deadline=$((SECONDS + 10))
-    until _e2e_cgroups_empty "$cgs" || ((SECONDS >= deadline)); do sleep 0.1; done
-    local dir
-    for dir in $cgs; do
-        [[ -d $dir ]] || continue
-        find "$dir" -depth -type d -exec rmdir {} + 2>/dev/null || true
-        [[ -d $dir ]] && {
-            e2e_log "could not remove cgroup $dir"
-            rc=1
-        }
-    done
+    _e2e_release_cgroups "$name" || rc=1
 
     if [[ ${E2E_KEEP:-0} == 1 ]]; then
         e2e_log "keeping $state (E2E_KEEP=1)"

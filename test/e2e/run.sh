@@ -2,9 +2,10 @@
 # test/e2e/run.sh - every end-to-end test under a real systemd, one command:
 # builds the artifacts once (the upstream stand-in; `make package` for
 # versions 0.0.1 and 0.0.2, see helpers.sh), then runs service.sh (issue 3)
-# packages.sh (issue 5) and repo.sh (issue 16: `make repo`, apt and dnf
-# from signed repositories; it builds its own signed packages) against
-# them, and ends with
+# packages.sh (issue 5), repo.sh (issue 16: `make repo`, apt and dnf from
+# signed repositories; it builds its own signed packages) and coldboot.sh
+# (issue 18; it also needs kube-apiserver and etcd from hack/kube-bins,
+# cached, built if missing) against them, and ends with
 # "N passed, N failed" over everything. Exit status non-zero on any failure.
 #
 # Usage: sudo test/e2e/run.sh [SUITE]          (SUITE defaults to bookworm)
@@ -21,7 +22,7 @@ source "$here/helpers.sh"
 e2e_trap
 
 suite=${1:-bookworm}
-scripts=(service.sh packages.sh repo.sh)
+scripts=(service.sh packages.sh repo.sh coldboot.sh)
 declare -a metrics=() timings=()
 
 t0=$SECONDS

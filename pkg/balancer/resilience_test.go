@@ -937,15 +937,16 @@ func TestLatencyTiersPreferTheFaster(t *testing.T) {
 
 	fast, slow := startServer(t, "fast"), startServer(t, "slow")
 	s := quiet
+	s.HealthInterval = 300 * time.Millisecond // the tier follows two checks in a row
 	s.Check = tiered{slow: slow.addr()}
 	s.Tiers = upstream.DefaultTiers
 	b := startOn(t, listen(t), s, true, slow.addr(), fast.addr())
 
 	// A loaded host may slow the fast one's check past 10 ms, never past
 	// the slow one's 150 ms.
-	if sl, fa := statusOf(t, b, slow.addr()).Tier, statusOf(t, b, fast.addr()).Tier; sl <= fa {
-		t.Fatalf("the slow upstream is in tier %d, the fast one in %d", sl, fa)
-	}
+	waitFor(t, "the slow upstream in a slower tier", func() bool {
+		return statusOf(t, b, slow.addr()).Tier > statusOf(t, b, fast.addr()).Tier
+	})
 
 	for i := range 4 {
 		if _, name := greeted(t, b); name != "fast" {

@@ -27,12 +27,16 @@ func (s *Set) Record(n *Node, r Result) {
 	first := n.lastCheck.IsZero()
 	n.checking = false
 	n.lastCheck = s.clk.Now()
+	// The tier follows the faster of the last two checks: one slow check
+	// (a busy host, a GC pause) must not keep an upstream out of its tier
+	// for a whole interval; two in a row do.
+	settled := min(r.Latency, n.latency)
 	n.latency = r.Latency
 
 	if r.Err != nil {
 		s.failed(n, r.Err, rules)
 	} else {
-		s.passed(n, r.Latency, rules, first)
+		s.passed(n, settled, rules, first)
 	}
 
 	s.changed(n, was)

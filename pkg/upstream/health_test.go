@@ -182,7 +182,15 @@ func TestPick(t *testing.T) {
 		t.Fatalf("picked %s twice among equals", first.Addr())
 	}
 
-	// A faster tier wins over fewer connections.
+	// A faster tier wins over fewer connections. One slow check does not
+	// move an upstream to a slower tier; two in a row do.
+	m.Record(nb, Result{Latency: 50 * time.Millisecond})
+	m.Record(nc, Result{Latency: 50 * time.Millisecond})
+
+	if st := m.status(t, b); st.Tier != 0 {
+		t.Fatalf("one slow check moved b to tier %d", st.Tier)
+	}
+
 	m.Record(nb, Result{Latency: 50 * time.Millisecond})
 	m.Record(nc, Result{Latency: 50 * time.Millisecond})
 	na.Attach()

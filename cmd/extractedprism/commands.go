@@ -130,7 +130,7 @@ func (r *runCmd) run(e *env, notifier *readyNotifier) error {
 
 	notifier.next = systemd.NewNotifier(log)
 
-	proxyLn, healthLn, err := systemd.Listeners()
+	inherited, err := systemd.Listeners()
 	if err != nil {
 		return err
 	}
@@ -146,16 +146,17 @@ func (r *runCmd) run(e *env, notifier *readyNotifier) error {
 	defer signal.Stop(reloads)
 
 	d, err := daemon.New(daemon.Options{
-		Config:         l.Config,
-		Logger:         log,
-		Level:          &level,
-		Listener:       proxyLn,
-		HealthListener: healthLn,
-		Notifier:       notifier,
-		Watchdog:       watchdog,
-		SelfWatchdog:   selfWatchdog,
-		OnStall:        abort,
-		Loops:          loops,
+		Config:            l.Config,
+		Logger:            log,
+		Level:             &level,
+		Listener:          inherited.Proxy,
+		LinkLocalListener: inherited.LinkLocal,
+		HealthListener:    inherited.Health,
+		Notifier:          notifier,
+		Watchdog:          watchdog,
+		SelfWatchdog:      selfWatchdog,
+		OnStall:           abort,
+		Loops:             loops,
 		Reload: func() (config.Config, error) {
 			l, err := load(r.Flags)
 

@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -82,19 +81,6 @@ func (t *tally) count(err error) {
 	default:
 		t.other.Add(1)
 	}
-}
-
-// freePort asks the kernel for a port that is free on addr.
-func freePort(t *testing.T, addr string) string {
-	t.Helper()
-
-	ln, err := net.Listen("tcp", addr+":0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-
-	return strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
 }
 
 // probeClient opens a connection per request, as kubelet's probes do: a

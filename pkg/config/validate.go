@@ -101,16 +101,26 @@ func (v *validator) linkLocal(c Config) {
 		return
 	}
 
-	a, err := netip.ParseAddr(c.LinkLocalAddress)
+	if err := CheckLinkLocal(c.LinkLocalAddress); err != nil {
+		v.fail("link_local_address", -1, "%s", err)
+	}
+}
+
+// CheckLinkLocal says what is wrong with addr as the proxy's link-local
+// address, if anything.
+func CheckLinkLocal(addr string) error {
+	a, err := netip.ParseAddr(addr)
 
 	switch {
 	case err != nil:
-		v.fail("link_local_address", -1, "%q is not an IP address", c.LinkLocalAddress)
+		return fmt.Errorf("%q is not an IP address", addr)
 	case !a.Is4() || !a.IsLinkLocalUnicast():
-		v.fail("link_local_address", -1, "%s is not in 169.254.0.0/16", a)
+		return fmt.Errorf("%s is not in 169.254.0.0/16", a)
 	case reservedLinkLocal[a] != "":
-		v.fail("link_local_address", -1, "%s is taken: %s", a, reservedLinkLocal[a])
+		return fmt.Errorf("%s is taken: %s", a, reservedLinkLocal[a])
 	}
+
+	return nil
 }
 
 // reservedLinkLocal are link-local addresses nodes already use.

@@ -322,6 +322,33 @@ func TestButane(t *testing.T) {
 					}
 				})
 
+				// Off unless its OPTIONAL block is uncommented; then the
+				// packaged units verbatim, the oneshot run from p.binary.
+				t.Run("link-local", func(t *testing.T) {
+					socket, service := unit(cfg, "extractedprism-link-local.socket"), unit(cfg, "extractedprism-link-local.service")
+
+					if !withCredentials {
+						if socket != nil || service != nil {
+							t.Fatal("the link-local units must be optional (commented out)")
+						}
+
+						return
+					}
+
+					if socket == nil || socket.Enabled == nil || !*socket.Enabled || str(socket.Contents) != repoFile(t, "systemd/extractedprism-link-local.socket") {
+						t.Error("extractedprism-link-local.socket: want systemd/extractedprism-link-local.socket verbatim, enabled")
+					}
+
+					if service == nil || str(service.Contents) != repoFile(t, "systemd/extractedprism-link-local.service") {
+						t.Fatal("extractedprism-link-local.service: want systemd/extractedprism-link-local.service verbatim")
+					}
+
+					bin := dropin(service, "10-binary-path.conf")
+					if bin == nil || !strings.Contains(str(bin.Contents), "\nExecStart=\nExecStart="+p.binary+" link-local --address 169.254.7.45\n") {
+						t.Errorf("no drop-in resetting ExecStart to %s link-local", p.binary)
+					}
+				})
+
 				t.Run("discovery credentials", func(t *testing.T) {
 					kubeconfig := file(cfg, "/etc/extractedprism/kubeconfig")
 					credential := dropin(unit(cfg, "extractedprism.service"), "kubeconfig.conf")

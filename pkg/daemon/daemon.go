@@ -421,6 +421,11 @@ loop:
 		case <-d.opts.Reloads:
 			d.reload()
 		case <-tick.C:
+			// Also without readiness probes: /readyz takes over first.
+			if d.ups.Ready() {
+				d.takeOver()
+			}
+
 			d.settleGroups()
 
 			if s := d.summary(); s != summary {

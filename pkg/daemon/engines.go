@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"reflect"
 	"sync"
 
 	"github.com/lexfrei/extractedprism/pkg/balancer"
@@ -116,28 +117,37 @@ func (e *engines) Stats() balancer.Stats {
 	var t balancer.Stats
 
 	for _, b := range e.all {
-		s := b.Stats()
-		t.Accepted += s.Accepted
-		t.Rejected += s.Rejected
-		t.RetriedDials += s.RetriedDials
-		t.ClosedRemoved += s.ClosedRemoved
-		t.ClosedShutdown += s.ClosedShutdown
-		t.ClosedFailed += s.ClosedFailed
-		t.RacedDials += s.RacedDials
-		t.Replayed += s.Replayed
-		t.OverLimit += s.OverLimit
-		t.DialDuration.Sum += s.DialDuration.Sum
-
-		if t.DialDuration.Counts == nil {
-			t.DialDuration.Counts = make([]uint64, len(s.DialDuration.Counts))
-		}
-
-		for i, c := range s.DialDuration.Counts {
-			t.DialDuration.Counts[i] += c
-		}
+		addStats(&t, b.Stats())
 	}
 
 	return t
+}
+
+// addStats adds s to t field by field, so a counter added to Stats is
+// summed without a change here (TestAddStatsCoversEveryField).
+func addStats(t *balancer.Stats, s balancer.Stats) {
+	tv, sv := reflect.ValueOf(t).Elem(), reflect.ValueOf(s)
+
+	for i := range tv.NumField() {
+		switch f := tv.Field(i); f.Kind() {
+		case reflect.Uint64:
+			f.SetUint(f.Uint() + sv.Field(i).Uint())
+		default:
+			addHistogram(f.Addr().Interface().(*balancer.Histogram), sv.Field(i).Interface().(balancer.Histogram)) //nolint:forcetypeassert // the test checks every field
+		}
+	}
+}
+
+func addHistogram(t *balancer.Histogram, s balancer.Histogram) {
+	t.Sum += s.Sum
+
+	if t.Counts == nil {
+		t.Counts = make([]uint64, len(s.Counts))
+	}
+
+	for i, c := range s.Counts {
+		t.Counts[i] += c
+	}
 }
 
 // sharedUpstreams lets several engines use one model: the model has one

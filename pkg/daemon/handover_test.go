@@ -101,18 +101,18 @@ func acceptAll(t *testing.T, ln *net.TCPListener, maxConns int) int {
 func TestGroupCountsItsMembers(t *testing.T) {
 	t.Parallel()
 
-	a, ga := member(t, "127.0.5.1", 0)
+	a, ga := member(t, "127.0.15.1", 0)
 	if ga.joined != 1 {
 		t.Fatalf("first member: joined with %d", ga.joined)
 	}
 
-	_, gb := member(t, "127.0.5.1", portOf(a))
+	_, gb := member(t, "127.0.15.1", portOf(a))
 	if gb.joined != 2 {
 		t.Fatalf("second member: joined with %d", gb.joined)
 	}
 
 	// Another address on the same port is another group.
-	_, gc := member(t, "127.0.5.2", portOf(a))
+	_, gc := member(t, "127.0.15.2", portOf(a))
 	if gc.joined != 1 {
 		t.Fatalf("other address: joined with %d", gc.joined)
 	}
@@ -131,7 +131,7 @@ func TestTakeOverSteersNewConnections(t *testing.T) {
 
 	const n = 40
 
-	oldLn, gOld := member(t, "127.0.5.3", 0)
+	oldLn, gOld := member(t, "127.0.15.3", 0)
 	addr := oldLn.Addr().String()
 
 	// Alone and ready: the first copy takes index 0.
@@ -139,7 +139,7 @@ func TestTakeOverSteersNewConnections(t *testing.T) {
 		t.Fatalf("first copy: index %d, %v", k, err)
 	}
 
-	newLn, gNew := member(t, "127.0.5.3", portOf(oldLn))
+	newLn, gNew := member(t, "127.0.15.3", portOf(oldLn))
 
 	// The new copy is not ready yet: the old one keeps every connection.
 	dialN(t, addr, n)
@@ -174,9 +174,9 @@ func TestSettleAfterTheOldCopyLeft(t *testing.T) {
 
 	const n = 20
 
-	oldLn, gOld := member(t, "127.0.5.4", 0)
+	oldLn, gOld := member(t, "127.0.15.4", 0)
 	port := portOf(oldLn)
-	survivor, gSurvivor := member(t, "127.0.5.4", port)
+	survivor, gSurvivor := member(t, "127.0.15.4", port)
 
 	if _, err := gSurvivor.takeOver(); err != nil {
 		t.Fatal(err)
@@ -193,7 +193,7 @@ func TestSettleAfterTheOldCopyLeft(t *testing.T) {
 		t.Fatalf("not settled when alone: %v %v index %d", ok, err, gSurvivor.index)
 	}
 
-	next, _ := member(t, "127.0.5.4", port)
+	next, _ := member(t, "127.0.15.4", port)
 	dialN(t, survivor.Addr().String(), n)
 
 	if got := acceptAll(t, survivor, 2*n); got != n {
@@ -214,8 +214,8 @@ func TestClosingResetsTheAcceptQueue(t *testing.T) {
 
 	const n = 10
 
-	oldLn, gOld := member(t, "127.0.5.5", 0)
-	_, gNew := member(t, "127.0.5.5", portOf(oldLn))
+	oldLn, gOld := member(t, "127.0.15.5", 0)
+	_, gNew := member(t, "127.0.15.5", portOf(oldLn))
 
 	if err := gOld.steer(0); err != nil { // everything into the old queue
 		t.Fatal(err)

@@ -359,6 +359,31 @@ e2e_assert_ok "a successful start clears the count" \
 e2e_assert_eq "traffic flows after the failed starts" c "$(ep_hello "$n")"
 
 # ---------------------------------------------------------------------------
+# The link-local address for pods (issue 17): off by default, one switch
+# ---------------------------------------------------------------------------
+ll=extractedprism-link-local.socket lls=extractedprism-link-local.service
+ll_hello() { # the first line through 169.254.7.45:PORT
+    e2e_exec "$n" timeout 10 bash -c \
+        'exec 3<>"/dev/tcp/169.254.7.45/$1" && IFS= read -r -t 8 line <&3 && printf "%s\n" "$line"' _ "$1" 2>&1
+}
+e2e_assert_eq "link-local socket off by default" inactive "$(show "$ll" ActiveState)"
+e2e_assert_fails "no extractedprism0 interface by default" e2e_exec "$n" test -e /sys/class/net/extractedprism0
+pid=$(show "$unit" MainPID)
+e2e_assert_ok "systemctl enable --now $ll" e2e_exec "$n" systemctl enable --now "$ll"
+e2e_assert_eq "link-local socket listening" active/listening "$(show "$ll" ActiveState)/$(show "$ll" SubState)"
+e2e_assert_eventually "the oneshot put the address on extractedprism0" 10 \
+    eval '[[ $(show "$lls" ActiveState) == active ]] && e2e_exec "$n" test -e /sys/class/net/extractedprism0'
+e2e_assert_eq "the oneshot's only capability is CAP_NET_ADMIN" cap_net_admin "$(show "$lls" CapabilityBoundingSet)"
+e2e_assert_eventually "the running daemon was restarted to get the socket" 15 \
+    eval '[[ $(show "$unit" SubState) == running && $(show "$unit" MainPID) != "$pid" ]]'
+e2e_assert_eq "served through 169.254.7.45:7445" c "$(ll_hello 7445)"
+e2e_assert_match "health is not on the link-local address" "Connection refused" "$(ll_hello 7446)"
+e2e_assert_eq "still served on 127.0.0.1" c "$(ep_hello "$n")"
+e2e_assert_ok "systemctl disable --now $ll $lls" e2e_exec "$n" systemctl disable --now "$ll" "$lls"
+e2e_assert_fails "stopping the oneshot removed extractedprism0" e2e_exec "$n" test -e /sys/class/net/extractedprism0
+e2e_exec "$n" systemctl restart "$unit"
+
+# ---------------------------------------------------------------------------
 # Numbers
 # ---------------------------------------------------------------------------
 ep_metric cold_fork_to_ready_ms "$(

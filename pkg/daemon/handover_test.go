@@ -8,6 +8,10 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"go.uber.org/zap/zaptest"
+
+	"github.com/lexfrei/extractedprism/pkg/config"
 )
 
 // member binds a SO_REUSEPORT listener on addr:port (port 0: the kernel
@@ -248,4 +252,29 @@ func TestClosingResetsTheAcceptQueue(t *testing.T) {
 	}
 
 	t.Logf("closing a listener with %d queued connections reset all %d", n, reset)
+}
+
+// Under socket activation the daemon binds what it was not handed without
+// SO_REUSEPORT: a health port held by a SO_REUSEPORT socket is then busy.
+func TestActivatedDaemonBindsWithoutReusePort(t *testing.T) {
+	t.Parallel()
+
+	held, _ := member(t, "127.0.15.30", 0)
+
+	proxy, err := net.Listen("tcp", "127.0.15.31:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer proxy.Close()
+
+	cfg := config.Default()
+	cfg.Endpoints = []string{"127.0.15.32:6443"}
+	cfg.HealthAddress = "127.0.15.30"
+	cfg.HealthPort = portOf(held)
+	cfg.StateDirectory = ""
+
+	_, err = New(Options{Config: cfg, Logger: zaptest.NewLogger(t), Listener: proxy})
+	if !errors.Is(err, ErrAddressInUse) {
+		t.Fatalf("New with an inherited proxy socket and a shared health port: %v, want %v", err, ErrAddressInUse)
+	}
 }

@@ -242,8 +242,7 @@ func TestCloudInitContent(t *testing.T) {
 				}
 
 				// The link-local switch is off unless uncommented.
-				if on := slices.Contains(cmds, "systemctl enable extractedprism-link-local.socket") &&
-					slices.Contains(cmds, "systemctl restart extractedprism.service extractedprism-link-local.socket"); on != optional {
+				if on := slices.Contains(cmds, "systemctl enable --now extractedprism-link-local.service"); on != optional {
 					t.Errorf("link-local socket enabled: %v, want %v (optional blocks uncommented: %v)", on, optional, optional)
 				}
 			})

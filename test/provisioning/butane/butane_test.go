@@ -322,25 +322,26 @@ func TestButane(t *testing.T) {
 					}
 				})
 
-				// Off unless its OPTIONAL block is uncommented; then the
-				// packaged units verbatim, the oneshot run from p.binary.
+				// The socket always (inert until the address exists); the
+				// oneshot that puts the address on the node only when its
+				// OPTIONAL block is uncommented, run from p.binary.
 				t.Run("link-local", func(t *testing.T) {
 					socket, service := unit(cfg, "extractedprism-link-local.socket"), unit(cfg, "extractedprism-link-local.service")
-
-					if !withCredentials {
-						if socket != nil || service != nil {
-							t.Fatal("the link-local units must be optional (commented out)")
-						}
-
-						return
-					}
 
 					if socket == nil || socket.Enabled == nil || !*socket.Enabled || str(socket.Contents) != repoFile(t, "systemd/extractedprism-link-local.socket") {
 						t.Error("extractedprism-link-local.socket: want systemd/extractedprism-link-local.socket verbatim, enabled")
 					}
 
-					if service == nil || str(service.Contents) != repoFile(t, "systemd/extractedprism-link-local.service") {
-						t.Fatal("extractedprism-link-local.service: want systemd/extractedprism-link-local.service verbatim")
+					if !withCredentials {
+						if service != nil {
+							t.Fatal("the link-local address must be optional (commented out)")
+						}
+
+						return
+					}
+
+					if service == nil || service.Enabled == nil || !*service.Enabled || str(service.Contents) != repoFile(t, "systemd/extractedprism-link-local.service") {
+						t.Fatal("extractedprism-link-local.service: want systemd/extractedprism-link-local.service verbatim, enabled")
 					}
 
 					bin := dropin(service, "10-binary-path.conf")

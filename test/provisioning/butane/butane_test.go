@@ -479,6 +479,12 @@ func TestButaneFromRepository(t *testing.T) {
 				}
 			}
 
+			// The link-local switch: the package's oneshot, enabled only
+			// when its OPTIONAL block is uncommented.
+			if on := strings.Contains(str(install.Contents), "\nExecStart=/usr/bin/systemctl enable --now extractedprism-link-local.service\n"); on != strings.HasSuffix(name, "+optional") {
+				t.Errorf("link-local address switched on: %v, want %v", on, !on)
+			}
+
 			checkConfig(t, cfg)
 
 			credential := dropin(unitOrEmpty(cfg, "extractedprism.service"), "kubeconfig.conf")

@@ -440,8 +440,9 @@ func TestButaneFromRepository(t *testing.T) {
 	}
 	text := repoFile(t, p.file)
 
+	// Discovery credentials (two blocks) and the link-local address.
 	optional, n, err := uncommentOptional(text)
-	if err != nil || n != 2 {
+	if err != nil || n != 3 {
 		t.Fatalf("%s: optional blocks: %d, %v", p.file, n, err)
 	}
 

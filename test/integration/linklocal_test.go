@@ -132,9 +132,10 @@ func mustAddr(t *testing.T, cidr string) *netlink.Addr {
 	return a
 }
 
-// inNetns runs f on a thread inside ns. The thread is not given back to
-// the scheduler (the goroutine ends locked), so no other goroutine runs in
-// the pod's namespace by mistake.
+// inNetns runs f on a thread inside ns and moves the thread back before
+// letting it go; should that fail, the goroutine ends locked and Go ends
+// the thread (or parks it, if it is the main one), so no other goroutine
+// runs in the pod's namespace by mistake.
 func inNetns[T any](t *testing.T, ns netns.NsHandle, f func() T) T {
 	t.Helper()
 
@@ -144,13 +145,27 @@ func inNetns[T any](t *testing.T, ns netns.NsHandle, f func() T) T {
 	go func() {
 		runtime.LockOSThread()
 
+		orig, err := netns.Get()
+		if err != nil {
+			errc <- err
+
+			return
+		}
+		defer orig.Close()
+
 		if err := netns.Set(ns); err != nil {
 			errc <- err
 
 			return
 		}
 
-		out <- f()
+		v := f()
+
+		if netns.Set(orig) == nil {
+			runtime.UnlockOSThread()
+		}
+
+		out <- v
 	}()
 
 	select {
@@ -180,7 +195,12 @@ func dialErr(addr string) error {
 func listeningOn(t *testing.T, port int) []string {
 	t.Helper()
 
-	data, err := os.ReadFile("/proc/self/net/tcp")
+	// This thread's namespace, the node's: /proc/self/net is the main
+	// thread's, which may have been the one that visited the pod's.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+
+	data, err := os.ReadFile("/proc/thread-self/net/tcp")
 	if err != nil {
 		t.Fatal(err)
 	}

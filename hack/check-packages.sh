@@ -28,6 +28,8 @@ listing=$(dpkg-deb -c "$deb")
 has "deb: binary 0755 root:root" "$listing" '^-rwxr-xr-x root/root .* \./usr/bin/extractedprism$'
 has "deb: socket unit 0644" "$listing" '^-rw-r--r-- root/root .* \./usr/lib/systemd/system/extractedprism\.socket$'
 has "deb: health socket unit 0644" "$listing" '^-rw-r--r-- root/root .* \./usr/lib/systemd/system/extractedprism-health\.socket$'
+has "deb: link-local socket unit 0644" "$listing" '^-rw-r--r-- root/root .* \./usr/lib/systemd/system/extractedprism-link-local\.socket$'
+has "deb: link-local oneshot unit 0644" "$listing" '^-rw-r--r-- root/root .* \./usr/lib/systemd/system/extractedprism-link-local\.service$'
 has "deb: service unit 0644" "$listing" '^-rw-r--r-- root/root .* \./usr/lib/systemd/system/extractedprism\.service$'
 has "deb: config 0644" "$listing" '^-rw-r--r-- root/root .* \./etc/extractedprism/config\.toml$'
 has "deb: copyright" "$listing" '\./usr/share/doc/extractedprism/copyright$'
@@ -49,6 +51,8 @@ rdump=$(rpm -qp --dump "$rpm" 2>/dev/null)
 has "rpm: binary 0755 root:root" "$rdump" '^/usr/bin/extractedprism [0-9]+ [0-9]+ [0-9a-f]+ 0100755 root root 0 '
 has "rpm: socket unit 0644" "$rdump" '^/usr/lib/systemd/system/extractedprism\.socket .* 0100644 root root 0 '
 has "rpm: health socket unit 0644" "$rdump" '^/usr/lib/systemd/system/extractedprism-health\.socket .* 0100644 root root 0 '
+has "rpm: link-local socket unit 0644" "$rdump" '^/usr/lib/systemd/system/extractedprism-link-local\.socket .* 0100644 root root 0 '
+has "rpm: link-local oneshot unit 0644" "$rdump" '^/usr/lib/systemd/system/extractedprism-link-local\.service .* 0100644 root root 0 '
 has "rpm: config is %config(noreplace)" "$(rpm -qp --configfiles "$rpm" 2>/dev/null)" '^/etc/extractedprism/config\.toml$'
 has "rpm: config flagged noreplace" "$(rpm -qp --qf '[%{FILENAMES} %{FILEFLAGS:fflags}\n]' "$rpm" 2>/dev/null)" '^/etc/extractedprism/config\.toml cn$'
 scripts=$(rpm -qp --scripts "$rpm" 2>/dev/null)

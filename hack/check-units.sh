@@ -35,12 +35,25 @@ check() { # name, output-of-command (empty = pass)
 out=$(systemd-analyze verify --root="$root" extractedprism.socket extractedprism-health.socket extractedprism.service 2>&1 || echo "(exit $?)")
 check "systemd-analyze verify is silent" "$out"
 
+out=$(systemd-analyze verify --root="$root" extractedprism-link-local.socket extractedprism-link-local.service 2>&1 || echo "(exit $?)")
+check "systemd-analyze verify is silent (link-local units)" "$out"
+
 report=$(systemd-analyze security --offline=true --root="$root" extractedprism.service 2>&1 || true)
 exposure=$(sed -n 's/.*Overall exposure level for extractedprism.service: \([0-9.]*\).*/\1/p' <<<"$report")
 if [ -n "$exposure" ] && awk -v e="$exposure" -v m="$max" 'BEGIN { exit !(e <= m) }'; then
 	check "security exposure $exposure <= $max" ""
 else
 	check "security exposure ${exposure:-?} <= $max" "$report"
+fi
+
+# The link-local oneshot has CAP_NET_ADMIN (1.3 with it).
+llmax=${EXPOSURE_MAX_LINK_LOCAL:-1.5}
+report=$(systemd-analyze security --offline=true --root="$root" extractedprism-link-local.service 2>&1 || true)
+exposure=$(sed -n 's/.*Overall exposure level for extractedprism-link-local.service: \([0-9.]*\).*/\1/p' <<<"$report")
+if [ -n "$exposure" ] && awk -v e="$exposure" -v m="$llmax" 'BEGIN { exit !(e <= m) }'; then
+	check "link-local oneshot security exposure $exposure <= $llmax" ""
+else
+	check "link-local oneshot security exposure ${exposure:-?} <= $llmax" "$report"
 fi
 
 echo "$passed passed, $failed failed"

@@ -30,6 +30,7 @@ type cli struct {
 	CheckConfig checkConfigCmd `cmd:"" help:"Load and validate the configuration, print the effective values and their sources."`
 	Status      statusCmd      `cmd:"" help:"Show the upstreams of the local daemon, from its health server."`
 	Doctor      doctorCmd      `cmd:"" help:"Check this node for what usually goes wrong, and say how to fix it."`
+	LinkLocal   linkLocalCmd   `cmd:"" name:"link-local" help:"Put the link-local address (for pods without host networking) on this node: a dummy interface of its own. Needs CAP_NET_ADMIN."`
 	Version     versionCmd     `cmd:"" help:"Print version, commit and Go version."`
 	Completion  completionCmd  `cmd:"" help:"Print a shell completion script (bash, zsh or fish)."`
 	Man         manCmd         `cmd:"" help:"Print the man page (roff)."`

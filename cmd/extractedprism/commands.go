@@ -25,6 +25,7 @@ import (
 	"github.com/lexfrei/extractedprism/pkg/discovery"
 	"github.com/lexfrei/extractedprism/pkg/doctor"
 	"github.com/lexfrei/extractedprism/pkg/logging"
+	"github.com/lexfrei/extractedprism/pkg/netdev"
 	"github.com/lexfrei/extractedprism/pkg/startfail"
 	"github.com/lexfrei/extractedprism/pkg/status"
 	"github.com/lexfrei/extractedprism/pkg/systemd"
@@ -130,7 +131,7 @@ func (r *runCmd) run(e *env, notifier *readyNotifier) error {
 
 	notifier.next = systemd.NewNotifier(log)
 
-	proxyLn, healthLn, err := systemd.Listeners()
+	inherited, err := systemd.Listeners()
 	if err != nil {
 		return err
 	}
@@ -146,16 +147,17 @@ func (r *runCmd) run(e *env, notifier *readyNotifier) error {
 	defer signal.Stop(reloads)
 
 	d, err := daemon.New(daemon.Options{
-		Config:         l.Config,
-		Logger:         log,
-		Level:          &level,
-		Listener:       proxyLn,
-		HealthListener: healthLn,
-		Notifier:       notifier,
-		Watchdog:       watchdog,
-		SelfWatchdog:   selfWatchdog,
-		OnStall:        abort,
-		Loops:          loops,
+		Config:            l.Config,
+		Logger:            log,
+		Level:             &level,
+		Listener:          inherited.Proxy,
+		LinkLocalListener: inherited.LinkLocal,
+		HealthListener:    inherited.Health,
+		Notifier:          notifier,
+		Watchdog:          watchdog,
+		SelfWatchdog:      selfWatchdog,
+		OnStall:           abort,
+		Loops:             loops,
 		Reload: func() (config.Config, error) {
 			l, err := load(r.Flags)
 
@@ -334,4 +336,53 @@ func proxyAddr(c config.Config) string {
 	}
 
 	return net.JoinHostPort(host, strconv.Itoa(c.BindPort))
+}
+
+// linkLocalCmd puts the link-local address on the node, for pods without
+// host networking. Run by extractedprism-link-local.service and the
+// DaemonSet's init container, with CAP_NET_ADMIN and nothing else; the
+// daemon never needs it.
+type linkLocalCmd struct {
+	Address   string `name:"address" env:"EP_LINK_LOCAL_ADDRESS" default:"169.254.7.45" placeholder:"ADDR" help:"The link-local address: 169.254.7.45 unless set here or by $$EP_LINK_LOCAL_ADDRESS (link_local_address)."`
+	Interface string `name:"interface" default:"extractedprism0" placeholder:"NAME" help:"The interface to put it on (extractedprism0), made as a dummy if missing."`
+	Remove    bool   `name:"remove" help:"Delete the interface instead."`
+}
+
+func (c *linkLocalCmd) Run(e *env) error {
+	if c.Remove {
+		removed, err := netdev.Remove(c.Interface)
+		if err != nil {
+			return err
+		}
+
+		if removed {
+			fmt.Fprintf(e.stdout, "removed %s\n", c.Interface)
+		}
+
+		return nil
+	}
+
+	if err := config.CheckLinkLocal(c.Address); err != nil {
+		return fmt.Errorf("--address: %w", err)
+	}
+
+	res, err := netdev.Ensure(c.Interface, netip.MustParseAddr(c.Address))
+	if err != nil {
+		return err
+	}
+
+	switch {
+	case res.Created:
+		fmt.Fprintf(e.stdout, "created %s (%s) with %s\n", c.Interface, res.Kind, c.Address)
+	case res.Added:
+		fmt.Fprintf(e.stdout, "added %s to %s\n", c.Address, c.Interface)
+	default:
+		fmt.Fprintf(e.stdout, "%s already has %s\n", c.Interface, c.Address)
+	}
+
+	if res.Kind == "bridge" {
+		fmt.Fprintln(e.stdout, "note: this kernel has no dummy driver; an empty bridge stands in")
+	}
+
+	return nil
 }

@@ -11,34 +11,36 @@ const DefaultPath = "/etc/extractedprism/config.toml"
 // Config is the effective configuration of the daemon. Every field is a
 // setting: it has a TOML key, an EP_* variable and a flag (see Flags).
 type Config struct {
-	BindAddress     string
-	BindPort        int
-	HealthAddress   string
-	HealthPort      int
-	Endpoints       []string
-	HealthInterval  time.Duration
-	HealthTimeout   time.Duration
-	HealthCheck     string
-	HealthPath      string
-	HealthCAFile    string
-	HealthInsecure  bool
-	HealthFall      int
-	HealthRise      int
-	DialTimeout     time.Duration
-	DialHeadStart   time.Duration
-	ResetOnFailure  bool
-	KeepAlivePeriod time.Duration
-	TCPUserTimeout  time.Duration
-	DrainTimeout    time.Duration
-	MaxConnections  int
-	EnableDiscovery bool
-	Kubeconfig      string
-	TLSServerName   string
-	StateDirectory  string
-	CacheTTL        time.Duration
-	MaxDiscovered   int
-	LogLevel        string
-	LogFormat       string
+	BindAddress      string
+	BindPort         int
+	HealthAddress    string
+	HealthPort       int
+	LinkLocalAddress string
+	ReusePort        bool
+	Endpoints        []string
+	HealthInterval   time.Duration
+	HealthTimeout    time.Duration
+	HealthCheck      string
+	HealthPath       string
+	HealthCAFile     string
+	HealthInsecure   bool
+	HealthFall       int
+	HealthRise       int
+	DialTimeout      time.Duration
+	DialHeadStart    time.Duration
+	ResetOnFailure   bool
+	KeepAlivePeriod  time.Duration
+	TCPUserTimeout   time.Duration
+	DrainTimeout     time.Duration
+	MaxConnections   int
+	EnableDiscovery  bool
+	Kubeconfig       string
+	TLSServerName    string
+	StateDirectory   string
+	CacheTTL         time.Duration
+	MaxDiscovered    int
+	LogLevel         string
+	LogFormat        string
 }
 
 // Default returns the built-in defaults. Endpoints has no default: a node
@@ -49,6 +51,7 @@ func Default() Config {
 		BindPort:        7445,
 		HealthAddress:   "127.0.0.1",
 		HealthPort:      7446,
+		ReusePort:       true,
 		HealthInterval:  2 * time.Minute,
 		HealthTimeout:   3 * time.Second,
 		HealthCheck:     "https",

@@ -85,6 +85,8 @@ bind_address = "127.0.0.2"
 bind_port = 1
 health_address = "::1"
 health_port = 2
+link_local_address = "169.254.7.45"
+reuse_port = false
 endpoints = ["a.example:6443", "[fd00::1]:6443"]
 health_interval = "7s"
 health_timeout = "1s"
@@ -113,6 +115,7 @@ log_format = "json"
 
 	want := Config{
 		BindAddress: "127.0.0.2", BindPort: 1, HealthAddress: "::1", HealthPort: 2,
+		LinkLocalAddress: "169.254.7.45", ReusePort: false,
 		Endpoints:      []string{"a.example:6443", "[fd00::1]:6443"},
 		HealthInterval: 7 * time.Second, HealthTimeout: time.Second, DialTimeout: 500 * time.Millisecond,
 		HealthCheck: "tcp", HealthPath: "/livez", HealthCAFile: "/etc/ca.pem", HealthInsecure: true, HealthFall: 3, HealthRise: 4,
@@ -134,6 +137,7 @@ log_format = "json"
 	// The same values as variables, over a file that sets nothing.
 	env := map[string]string{
 		"EP_BIND_ADDRESS": "127.0.0.2", "EP_BIND_PORT": "1", "EP_HEALTH_ADDRESS": "::1", "EP_HEALTH_PORT": "2",
+		"EP_LINK_LOCAL_ADDRESS": "169.254.7.45", "EP_REUSE_PORT": "false",
 		"EP_ENDPOINTS": "a.example:6443, [fd00::1]:6443", "EP_HEALTH_INTERVAL": "7s", "EP_HEALTH_TIMEOUT": "1s",
 		"EP_DIAL_TIMEOUT": "500ms", "EP_KEEP_ALIVE_PERIOD": "0s",
 		"EP_HEALTH_CHECK": "tcp", "EP_HEALTH_PATH": "/livez", "EP_HEALTH_CA_FILE": "/etc/ca.pem", "EP_HEALTH_INSECURE_SKIP_VERIFY": "true",
@@ -257,6 +261,17 @@ func TestErrors(t *testing.T) {
 		{
 			name: "addresses", file: ok + "bind_address = \"localhost\"\n", flags: Flags{HealthAddress: ptr("1.2.3")},
 			want: []string{`F:2: bind_address: "localhost" is not an IP address`, `--health-address: "1.2.3" is not an IP address`},
+		},
+		{
+			name: "link-local address taken", file: ok, env: map[string]string{"EP_LINK_LOCAL_ADDRESS": "169.254.169.254"},
+			want: []string{`EP_LINK_LOCAL_ADDRESS: 169.254.169.254 is taken: cloud instance metadata`},
+		},
+		{
+			name: "link-local address outside 169.254/16", file: ok + "link_local_address = \"10.0.0.9\"\n",
+			want: []string{`F:2: link_local_address: 10.0.0.9 is not in 169.254.0.0/16`},
+		},
+		{
+			name: "link-local address that fits", file: ok + "link_local_address = \"169.254.7.45\"\n",
 		},
 		{
 			name: "timeout not under interval", file: ok + "health_interval = \"2s\"\n", flags: Flags{HealthTimeout: ptr(2 * time.Second)},

@@ -28,6 +28,7 @@ func validate(c Config, sources map[string]Source, broken map[string]bool) []err
 
 	v.address("bind_address", c.BindAddress)
 	v.address("health_address", c.HealthAddress)
+	v.linkLocal(c)
 	v.port("bind_port", c.BindPort)
 	v.port("health_port", c.HealthPort)
 	v.portClash(c)
@@ -91,6 +92,46 @@ func (v *validator) address(key, addr string) {
 	if _, err := netip.ParseAddr(addr); err != nil {
 		v.fail(key, -1, "%q is not an IP address", addr)
 	}
+}
+
+// linkLocal accepts an IPv4 link-local address (169.254.0.0/16) that is
+// neither cloud metadata's nor NodeLocal DNSCache's, or nothing.
+func (v *validator) linkLocal(c Config) {
+	if c.LinkLocalAddress == "" {
+		return
+	}
+
+	if err := CheckLinkLocal(c.LinkLocalAddress); err != nil {
+		v.fail("link_local_address", -1, "%s", err)
+	}
+}
+
+// CheckLinkLocal says what is wrong with addr as the proxy's link-local
+// address, if anything.
+func CheckLinkLocal(addr string) error {
+	a, err := netip.ParseAddr(addr)
+
+	switch {
+	case err != nil:
+		return fmt.Errorf("%q is not an IP address", addr)
+	case !a.Is4() || !a.IsLinkLocalUnicast():
+		return fmt.Errorf("%s is not in 169.254.0.0/16", a)
+	case reservedLinkLocal[a] != "":
+		return fmt.Errorf("%s is taken: %s", a, reservedLinkLocal[a])
+	}
+
+	return nil
+}
+
+// reservedLinkLocal are link-local addresses nodes already use.
+var reservedLinkLocal = map[netip.Addr]string{
+	netip.MustParseAddr("169.254.169.254"): "cloud instance metadata",
+	netip.MustParseAddr("169.254.20.10"):   "NodeLocal DNSCache",
+	netip.MustParseAddr("169.254.25.10"):   "NodeLocal DNSCache (kubespray)",
+	netip.MustParseAddr("169.254.1.1"):     "Calico's pod gateway",
+	netip.MustParseAddr("169.254.169.253"): "cloud DNS (AWS)",
+	netip.MustParseAddr("169.254.169.123"): "cloud NTP (AWS)",
+	netip.MustParseAddr("169.254.170.2"):   "ECS task metadata",
 }
 
 func (v *validator) port(key string, port int) {

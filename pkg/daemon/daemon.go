@@ -48,6 +48,9 @@ type Options struct {
 	// the configured addresses (socket activation, tests).
 	Listener       net.Listener
 	HealthListener net.Listener
+	// LinkLocalListener, when set, is served too, for pods without host
+	// networking, instead of binding link_local_address.
+	LinkLocalListener net.Listener
 
 	// Notifier receives READY/STATUS/RELOADING/STOPPING/WATCHDOG; may be nil.
 	Notifier Notifier
@@ -75,7 +78,7 @@ type Daemon struct {
 	notify  Notifier
 	ups     *upstream.Set
 	probe   *check.Prober
-	lb      *balancer.Balancer
+	lb      *engines
 	hs      *health.Server
 	hln     net.Listener  // bound or inherited in New, nil if the bind failed
 	hlnErr  error         // why it failed
@@ -83,6 +86,11 @@ type Daemon struct {
 	started time.Time
 
 	watcher *discovery.Watcher // nil when discovery is off
+
+	// groups are the proxy listeners this daemon bound with SO_REUSEPORT,
+	// handed over to it once ready (see group); guarded by mu.
+	groups    []*group
+	takenOver bool
 
 	listen netip.AddrPort            // the proxy listener's address
 	self   func(netip.AddrPort) bool // whether an address reaches the listener
@@ -106,9 +114,30 @@ func New(opts Options) (*Daemon, error) {
 		d.notify = nopNotifier{}
 	}
 
-	ln, err := d.listener(opts.Listener, "proxy", cfg.BindAddress, cfg.BindPort)
+	// Under socket activation systemd runs one copy at a time and holds
+	// its sockets across restarts: nothing to hand over, and what is bound
+	// here (the health port, when the unit passes none) needs no
+	// SO_REUSEPORT.
+	activated := opts.Listener != nil || opts.LinkLocalListener != nil || opts.HealthListener != nil
+	bo := bindOptions{reusePort: cfg.ReusePort && !activated}
+
+	ln, err := d.listener(opts.Listener, "proxy", cfg.BindAddress, cfg.BindPort, bo)
 	if err != nil {
 		return nil, err
+	}
+
+	lns := []net.Listener{ln}
+
+	if opts.LinkLocalListener != nil || cfg.LinkLocalAddress != "" {
+		ll, err := d.listener(opts.LinkLocalListener, "link-local", cfg.LinkLocalAddress, cfg.BindPort, bindOptions{reusePort: bo.reusePort, freeBind: true})
+		if err != nil {
+			d.releaseGroups()
+			_ = ln.Close()
+
+			return nil, err
+		}
+
+		lns = append(lns, ll)
 	}
 
 	// What reaches the listener is known now: keep it out of the set.
@@ -119,13 +148,16 @@ func New(opts Options) (*Daemon, error) {
 
 	// A health port another process holds is no reason not to proxy: the
 	// health server keeps trying to bind it (see Run).
-	d.hln, d.hlnErr = d.listener(opts.HealthListener, "health", cfg.HealthAddress, cfg.HealthPort)
+	d.hln, d.hlnErr = d.listener(opts.HealthListener, "health", cfg.HealthAddress, cfg.HealthPort, bo)
 	if err := d.hlnErr; err != nil {
 		d.log.Error("health server cannot listen; proxying anyway and retrying", zap.Error(err))
+	} else if tl, ok := d.hln.(*net.TCPListener); ok && opts.HealthListener == nil && bo.reusePort {
+		d.takeOverHealth(tl)
 	}
 
-	if err := d.build(ln, cfg); err != nil {
-		_ = ln.Close()
+	if err := d.build(lns, cfg); err != nil {
+		d.releaseGroups()
+		closeAll(lns)
 
 		if d.hln != nil {
 			_ = d.hln.Close()
@@ -145,12 +177,13 @@ func New(opts Options) (*Daemon, error) {
 }
 
 // listener returns ln if handed in, logging when its address is not the
-// configured one (the socket unit wins), or binds addr:port.
-func (d *Daemon) listener(ln net.Listener, what, addr string, port int) (net.Listener, error) {
+// configured one (the socket unit wins), or binds addr:port. A proxy
+// listener bound with SO_REUSEPORT joins d.groups.
+func (d *Daemon) listener(ln net.Listener, what, addr string, port int, bo bindOptions) (net.Listener, error) {
 	want := net.JoinHostPort(addr, strconv.Itoa(port))
 
 	if ln != nil {
-		if got := ln.Addr().String(); got != want {
+		if got := ln.Addr().String(); got != want && (what != "link-local" || addr != "") {
 			d.log.Warn("using the inherited "+what+" socket, whose address differs from the configuration; the socket unit wins",
 				zap.String("socket", got), zap.String("configured", want))
 		}
@@ -158,16 +191,63 @@ func (d *Daemon) listener(ln net.Listener, what, addr string, port int) (net.Lis
 		return ln, nil
 	}
 
-	l, err := net.Listen("tcp", want)
+	l, err := bind(addr, port, bo)
 	if err != nil {
 		return nil, fmt.Errorf("%s listener: %w", what, err)
+	}
+
+	if bo.reusePort && what != "health" {
+		if g := d.joinGroup(l); g != nil {
+			d.groups = append(d.groups, g)
+		}
 	}
 
 	return l, nil
 }
 
-// build makes the upstream model, its prober and the relay engine over it.
-func (d *Daemon) build(ln net.Listener, cfg config.Config) error {
+// joinGroup returns l's SO_REUSEPORT group, or nil when the hand-over
+// cannot work here (logged): the listener still serves, and an update
+// falls back to the kernel's hash.
+func (d *Daemon) joinGroup(l *net.TCPListener) *group {
+	g, err := join(l)
+	if err != nil {
+		d.log.Warn("SO_REUSEPORT hand-over unavailable", zap.Stringer("listen", l.Addr()), zap.Error(err))
+
+		return nil
+	}
+
+	if g.joined > 1 {
+		d.log.Info("sharing the port with another copy (an update in progress?); taking its new connections over once ready",
+			zap.Stringer("listen", l.Addr()), zap.Int("listeners", g.joined))
+	}
+
+	return g
+}
+
+// takeOverHealth has the health listener take its group's connections at
+// once: kubelet probes the copy whose pod they are about, the newest.
+func (d *Daemon) takeOverHealth(l *net.TCPListener) {
+	g := d.joinGroup(l)
+	if g == nil {
+		return
+	}
+	defer g.release()
+
+	if _, err := g.takeOver(); err != nil {
+		d.log.Warn("cannot take the health port's connections over; probes may reach another copy", zap.Error(err))
+	}
+}
+
+func closeAll(lns []net.Listener) {
+	for _, l := range lns {
+		if l != nil {
+			_ = l.Close()
+		}
+	}
+}
+
+// build makes the upstream model, its prober and the relay engines over it.
+func (d *Daemon) build(lns []net.Listener, cfg config.Config) error {
 	var err error
 
 	d.ups, err = upstream.New(upstream.Options{Logger: d.log.Named("upstream"), Rules: rules(cfg)}, d.set.endpoints())
@@ -177,16 +257,36 @@ func (d *Daemon) build(ln net.Listener, cfg config.Config) error {
 
 	d.probe = check.New(d.ups, d.checkSettings(cfg), d.log.Named("check"), nil)
 
-	d.lb, err = balancer.New(balancer.Options{
-		Listener:  ln,
-		Upstreams: d.ups,
-		Logger:    d.log.Named("balancer"),
-		Loops:     d.opts.Loops,
-		Settings:  engineSettings(cfg),
-	})
-	if err != nil {
-		return fmt.Errorf("balancer: %w", err)
+	var ups balancer.Upstreams = d.ups
+	if len(lns) > 1 {
+		ups = &sharedUpstreams{Set: d.ups}
 	}
+
+	var all []*balancer.Balancer
+
+	for i, ln := range lns {
+		loops := d.opts.Loops
+		if i > 0 {
+			loops = 1 // pods' connections through the link-local address: few
+		}
+
+		b, err := balancer.New(balancer.Options{
+			Listener:  ln,
+			Upstreams: ups,
+			Logger:    d.log.Named("balancer"),
+			Loops:     loops,
+			Settings:  engineSettings(cfg),
+		})
+		if err != nil {
+			newEngines(all).Shutdown(context.Background())
+
+			return fmt.Errorf("balancer: %w", err)
+		}
+
+		all = append(all, b)
+	}
+
+	d.lb = newEngines(all)
 
 	return nil
 }
@@ -279,9 +379,13 @@ func (d *Daemon) Run(ctx context.Context) error {
 	// kubelet, ordered after us, has yet to start.
 	summary := d.summary()
 	d.notify.Notify("READY=1\nSTATUS=" + summary)
-	d.log.Info("serving",
-		zap.Stringer("listen", d.lb.Addr()), zap.String("health", d.healthAddr()),
-		zap.Strings("endpoints", d.config().Endpoints), zap.String("version", version.Get().Version))
+	fields := []zap.Field{zap.Stringer("listen", d.lb.Addr())}
+	if addrs := d.lb.Addrs(); len(addrs) > 1 {
+		fields = append(fields, zap.Stringer("link_local", addrs[1]))
+	}
+
+	d.log.Info("serving", append(fields, zap.String("health", d.healthAddr()),
+		zap.Strings("endpoints", d.config().Endpoints), zap.String("version", version.Get().Version))...)
 
 	wdCtx, stopWatchdog := context.WithCancel(context.Background())
 	defer stopWatchdog()
@@ -317,6 +421,13 @@ loop:
 		case <-d.opts.Reloads:
 			d.reload()
 		case <-tick.C:
+			// Also without readiness probes: /readyz takes over first.
+			if d.ups.Ready() {
+				d.takeOver()
+			}
+
+			d.settleGroups()
+
 			if s := d.summary(); s != summary {
 				summary = s
 				d.notify.Notify("STATUS=" + s)
@@ -344,6 +455,7 @@ func (d *Daemon) shutdown() {
 		zap.Int("active_connections", active), zap.Duration("drain_timeout", drain))
 
 	d.probe.Stop()
+	d.releaseGroups()
 
 	ctx, cancel := context.WithTimeout(context.Background(), drain)
 	cut := d.lb.Shutdown(ctx)
@@ -374,6 +486,8 @@ var ErrNotReady = errors.New("no usable upstream")
 
 func (d *Daemon) ready() error {
 	if d.ups.Ready() {
+		d.takeOver()
+
 		return nil
 	}
 

@@ -12,7 +12,7 @@ import (
 // restartOnly are the settings a running daemon cannot change: its sockets
 // and the shape of its logger.
 var restartOnly = map[string]bool{
-	"bind_address": true, "bind_port": true, "health_address": true, "health_port": true,
+	"bind_address": true, "bind_port": true, "link_local_address": true, "reuse_port": true, "health_address": true, "health_port": true,
 	"log_format": true, "enable_discovery": true, "kubeconfig": true, "tls_server_name": true,
 	"state_directory": true, "cache_ttl": true, "max_discovered": true,
 }

@@ -90,6 +90,8 @@ func Run(ctx context.Context, w io.Writer, o Options) []Result {
 		add(upstream(ctx, o, ep))
 	}
 
+	add(snis(ctx, o)...)
+
 	add(certificate(ctx, o)...)
 	add(access(ctx, o))
 

@@ -19,36 +19,44 @@ import (
 const (
 	ProxySocket  = "proxy"
 	HealthSocket = "health"
+	// LinkLocalSocket is the proxy on the link-local address, for pods
+	// without host networking (extractedprism-link-local.socket).
+	LinkLocalSocket = "link-local"
 )
+
+// Inherited are the listeners passed by socket activation; nil for those
+// not passed.
+type Inherited struct {
+	Proxy, LinkLocal, Health net.Listener
+}
 
 // ErrUnexpectedSockets means systemd passed sockets this daemon cannot use.
 var ErrUnexpectedSockets = errors.New("unexpected inherited sockets")
 
-// Listeners returns the listeners passed by socket activation: the proxy
-// listener and, if passed, the health listener; nil for those not passed.
-// A single unnamed socket is taken as the proxy's (systemd-socket-activate).
-func Listeners() (proxy, health net.Listener, err error) {
+// Listeners returns the listeners passed by socket activation, by name. A
+// single unnamed socket is taken as the proxy's (systemd-socket-activate).
+func Listeners() (Inherited, error) {
 	byName, err := activation.ListenersWithNames()
 	if err != nil {
-		return nil, nil, fmt.Errorf("inherited sockets: %w", err)
+		return Inherited{}, fmt.Errorf("inherited sockets: %w", err)
 	}
 
 	if len(byName) == 1 {
 		for name, lns := range byName {
-			if name != HealthSocket && len(lns) == 1 && lns[0] != nil {
-				return lns[0], nil, nil
+			if name != HealthSocket && name != LinkLocalSocket && len(lns) == 1 && lns[0] != nil {
+				return Inherited{Proxy: lns[0]}, nil
 			}
 		}
 	}
 
 	for name, lns := range byName {
-		if (name != ProxySocket && name != HealthSocket) || len(lns) != 1 || lns[0] == nil {
-			return nil, nil, fmt.Errorf("%w: %d socket(s) named %q; want one stream socket named %q and optionally one named %q",
-				ErrUnexpectedSockets, len(lns), name, ProxySocket, HealthSocket)
+		if (name != ProxySocket && name != HealthSocket && name != LinkLocalSocket) || len(lns) != 1 || lns[0] == nil {
+			return Inherited{}, fmt.Errorf("%w: %d socket(s) named %q; want one stream socket named %q and optionally one named %q and one named %q",
+				ErrUnexpectedSockets, len(lns), name, ProxySocket, LinkLocalSocket, HealthSocket)
 		}
 	}
 
-	return first(byName[ProxySocket]), first(byName[HealthSocket]), nil
+	return Inherited{Proxy: first(byName[ProxySocket]), LinkLocal: first(byName[LinkLocalSocket]), Health: first(byName[HealthSocket])}, nil
 }
 
 func first(lns []net.Listener) net.Listener {

@@ -26,6 +26,7 @@ suite=${1:-bookworm}
 unit=extractedprism.service
 sock=extractedprism.socket
 hsock=extractedprism-health.socket
+llsock=extractedprism-link-local.socket llsvc=extractedprism-link-local.service
 
 art=""
 ep_artifacts art
@@ -90,6 +91,7 @@ gone() {
     local name=$1 desc=$2
     e2e_assert_eq "$desc: socket stopped" inactive "$(e2e_show "$name" "$sock" ActiveState)"
     e2e_assert_eq "$desc: health socket stopped" inactive "$(e2e_show "$name" "$hsock" ActiveState)"
+    e2e_assert_eq "$desc: link-local socket stopped" inactive "$(e2e_show "$name" "$llsock" ActiveState)"
     e2e_assert_ok "$desc: 127.0.0.1:7446 refuses connections" ep_refused "$name" 7446
     e2e_assert_eq "$desc: service stopped" inactive "$(e2e_show "$name" "$unit" ActiveState)"
     e2e_assert_eq "$desc: no extractedprism process left" "" "$(ep_daemon_pids "$name")"
@@ -114,6 +116,9 @@ e2e_assert_eq "deb: postinst enabled the socket" enabled "$(enabled "$n" "$sock"
 e2e_assert_eq "deb: postinst started the socket" active/listening "$(state "$n" "$sock")"
 e2e_assert_eq "deb: postinst enabled the health socket (Also=)" enabled "$(enabled "$n" "$hsock")"
 e2e_assert_eq "deb: postinst started the health socket" active/listening "$(state "$n" "$hsock")"
+e2e_assert_eq "deb: postinst enabled the link-local socket (Also=)" enabled "$(enabled "$n" "$llsock")"
+e2e_assert_eq "deb: postinst started the link-local socket" active/listening "$(state "$n" "$llsock")"
+e2e_assert_eq "deb: the link-local address is off (its oneshot not enabled)" disabled "$(enabled "$n" "$llsvc")"
 e2e_assert_eq "deb: service not started by the install" inactive "$(e2e_show "$n" "$unit" ActiveState)"
 e2e_assert_ok "deb: systemctl enable --now $sock (idempotent)" e2e_exec "$n" systemctl enable --now "$sock"
 config "$n"
@@ -232,6 +237,8 @@ e2e_assert_ok "rpm: rpm -ivh $rpm_new on the running system" \
     e2e_exec "$n" rpm "${rpmdb[@]}" -ivh --nodeps "/dist/$rpm_new"
 e2e_assert_eq "rpm: %post applied the preset: socket enabled" enabled "$(enabled "$n" "$sock")"
 e2e_assert_eq "rpm: %post applied the preset: health socket enabled (Also=)" enabled "$(enabled "$n" "$hsock")"
+e2e_assert_eq "rpm: %post applied the preset: link-local socket enabled (Also=)" enabled "$(enabled "$n" "$llsock")"
+e2e_assert_eq "rpm: the link-local address is off (its oneshot not enabled)" disabled "$(enabled "$n" "$llsvc")"
 e2e_assert_eq "rpm: %post applied the preset: service not enabled (disable *)" disabled "$(enabled "$n" "$unit")"
 e2e_assert_ok "rpm: rpm -e extractedprism again" e2e_exec "$n" rpm "${rpmdb[@]}" -e --nodeps extractedprism
 e2e_assert_eq "rpm: no symlink of ours left in /etc/systemd" "" \

@@ -359,6 +359,35 @@ e2e_assert_ok "a successful start clears the count" \
 e2e_assert_eq "traffic flows after the failed starts" c "$(ep_hello "$n")"
 
 # ---------------------------------------------------------------------------
+# The link-local address for pods (issue 17): off by default, one switch
+# ---------------------------------------------------------------------------
+ll=extractedprism-link-local.socket lls=extractedprism-link-local.service
+ll_hello() { # the first line through 169.254.7.45:PORT
+    e2e_exec "$n" timeout 10 bash -c \
+        'exec 3<>"/dev/tcp/169.254.7.45/$1" && IFS= read -r -t 8 line <&3 && printf "%s\n" "$line"' _ "$1" 2>&1
+}
+e2e_assert_match "link-local socket enabled with the proxy's" '^active/(listening|running)$' \
+    "$(show "$ll" ActiveState)/$(show "$ll" SubState)"
+e2e_assert_ok "the daemon was handed it" \
+    eval 'e2e_journal "$n" -u "$unit" | grep "\"link_local\": \"169.254.7.45:7445\"" >/dev/null'
+e2e_assert_eq "the address is off by default" inactive "$(show "$lls" ActiveState)"
+e2e_assert_fails "no extractedprism0 interface by default" e2e_exec "$n" test -e /sys/class/net/extractedprism0
+e2e_assert_match "nothing answers at 169.254.7.45:7445 while off" 'unreachable' "$(ll_hello 7445)"
+pid=$(show "$unit" MainPID)
+e2e_client_start "$n" "$EP_PORT" 300 0.05 c
+e2e_assert_ok "systemctl enable --now $lls" e2e_exec "$n" systemctl enable --now "$lls"
+e2e_assert_ok "the address is on extractedprism0" e2e_exec "$n" test -e /sys/class/net/extractedprism0
+e2e_assert_eq "the oneshot's only capability is CAP_NET_ADMIN" cap_net_admin "$(show "$lls" CapabilityBoundingSet)"
+e2e_assert_eq "served through 169.254.7.45:7445 at once" c "$(ll_hello 7445)"
+e2e_assert_match "health is not on the link-local address" 'Connection refused' "$(ll_hello 7446)"
+e2e_assert_eq "switched on without a restart (MainPID)" "$pid" "$(show "$unit" MainPID)"
+e2e_assert_ok "systemctl disable --now $lls" e2e_exec "$n" systemctl disable --now "$lls"
+e2e_client_stop "$n" || true
+e2e_assert_no_refused "no refused or failed connection on 127.0.0.1 while it was switched on and off"
+e2e_assert_fails "switched off: the interface is gone" e2e_exec "$n" test -e /sys/class/net/extractedprism0
+e2e_assert_match "nothing answers at 169.254.7.45:7445 again" 'unreachable' "$(ll_hello 7445)"
+
+# ---------------------------------------------------------------------------
 # Numbers
 # ---------------------------------------------------------------------------
 ep_metric cold_fork_to_ready_ms "$(

@@ -245,11 +245,11 @@ var changedFromSeed = map[string]string{ //nolint:gochecknoglobals // a table
 	"serviceAccount.name":           "the description: required with create=false and discovery",
 	"bindAddress":                   "the description: not loopback needs exposeOnNodeNetwork",
 	"healthPort":                    "the description: the readiness probe follows it",
-	"updateStrategy.maxUnavailable": "the description",
+	"updateStrategy.maxUnavailable": "0 with maxSurge 1 (issue 17): the new pod serves next to the old one, so a node is never without its proxy",
 }
 
 // addedSinceSeed are values the seed chart did not have.
-var addedSinceSeed = []string{"exposeOnNodeNetwork", "maxConnections", "minReadySeconds", "updateStrategy.maxSurge"} //nolint:gochecknoglobals // a table
+var addedSinceSeed = []string{"exposeOnNodeNetwork", "linkLocal.address", "linkLocal.enabled", "maxConnections", "minReadySeconds", "updateStrategy.maxSurge"} //nolint:gochecknoglobals // a table
 
 // values.yaml keeps the seed chart's keys, types and defaults, except those
 // changed on purpose (changedFromSeed) and those added (addedSinceSeed).

@@ -240,6 +240,11 @@ func TestCloudInitContent(t *testing.T) {
 						t.Errorf("runcmd lacks %q: %q", want, cmds)
 					}
 				}
+
+				// The link-local switch is off unless uncommented.
+				if on := slices.Contains(cmds, "systemctl enable --now extractedprism-link-local.service"); on != optional {
+					t.Errorf("link-local socket enabled: %v, want %v (optional blocks uncommented: %v)", on, optional, optional)
+				}
 			})
 		}
 	}

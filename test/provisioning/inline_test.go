@@ -46,6 +46,7 @@ func inlineCopies() map[string][]inlineCopy {
 			{"- path: " + scriptDir + "extractedprism-kubelet-wiring", "inline: |", wiringScript, nil},
 			{"- name: extractedprism.socket", "contents: |", "systemd/extractedprism.socket", nil},
 			{"- name: extractedprism-health.socket", "contents: |", "systemd/extractedprism-health.socket", nil},
+			{"- name: extractedprism-link-local.socket", "contents: |", "systemd/extractedprism-link-local.socket", nil},
 			{"- name: extractedprism.service", "contents: |", "systemd/extractedprism.service", nil},
 			{"- name: extractedprism-kubelet-wiring.service", "contents: |", wiringService, edit},
 			{"- name: extractedprism-kubelet-wiring.path", "contents: |", wiringPath, nil},

@@ -211,22 +211,51 @@ func podSpecOf(t *testing.T, obj map[string]any) map[string]any {
 }
 
 func TestDaemonSetManifest(t *testing.T) {
-	docs := yamlDocs(t, "daemonset.yaml", repoFile(t, "packaging/kubernetes/daemonset.yaml"))
-	ds := one(t, docs, "DaemonSet")
+	for name, text := range variants(t, "packaging/kubernetes/daemonset.yaml") {
+		t.Run(name, func(t *testing.T) {
+			docs := yamlDocs(t, name, text)
+			ds := one(t, docs, "DaemonSet")
 
-	expect(t, ds, "kube-system", "metadata", "namespace")
+			expect(t, ds, "kube-system", "metadata", "namespace")
+			// A surge update: the new pod serves next to the old one first.
+			expect(t, ds, map[string]any{"type": "RollingUpdate", "rollingUpdate": map[string]any{"maxSurge": 1, "maxUnavailable": 0}}, "spec", "updateStrategy")
 
-	spec := podSpecOf(t, ds)
-	checkNodeProxyPod(t, spec)
-	expect(t, spec, "ClusterFirstWithHostNet", "dnsPolicy")
-	expect(t, spec, []any{map[string]any{"operator": "Exists"}}, "tolerations")
+			spec := podSpecOf(t, ds)
+			checkNodeProxyPod(t, spec)
+			expect(t, spec, "ClusterFirstWithHostNet", "dnsPolicy")
+			expect(t, spec, []any{map[string]any{"operator": "Exists"}}, "tolerations")
 
-	// The ServiceAccount and its Role binding come from rbac.yaml.
-	rbac := yamlDocs(t, "rbac.yaml", repoFile(t, "packaging/kubernetes/rbac.yaml"))
-	sa := one(t, rbac, "ServiceAccount")
-	expect(t, spec, mustGet(t, sa, "metadata", "name"), "serviceAccountName")
-	expect(t, sa, "kube-system", "metadata", "namespace")
-	expect(t, one(t, rbac, "RoleBinding"), []any{map[string]any{"kind": "ServiceAccount", "name": "extractedprism", "namespace": "kube-system"}}, "subjects")
+			// The link-local switch: off as shipped; uncommented, an init
+			// container with NET_ADMIN only, and the proxy's address.
+			if !strings.HasSuffix(name, "+optional") {
+				if spec["initContainers"] != nil {
+					t.Errorf("init containers as shipped: %v", spec["initContainers"])
+				}
+			} else {
+				init := mustGet(t, spec, "initContainers", 0).(map[string]any)
+				expect(t, init, []any{"link-local"}, "args")
+				expect(t, init, map[string]any{"drop": []any{"ALL"}, "add": []any{"NET_ADMIN"}}, "securityContext", "capabilities")
+				expect(t, init, mustGet(t, spec, "containers", 0, "image"), "image")
+
+				found := false
+
+				for _, e := range mustGet(t, spec, "containers", 0, "env").([]any) {
+					found = found || e.(map[string]any)["name"] == "EP_LINK_LOCAL_ADDRESS"
+				}
+
+				if !found {
+					t.Error("the proxy is not given the link-local address")
+				}
+			}
+
+			// The ServiceAccount and its Role binding come from rbac.yaml.
+			rbac := yamlDocs(t, "rbac.yaml", repoFile(t, "packaging/kubernetes/rbac.yaml"))
+			sa := one(t, rbac, "ServiceAccount")
+			expect(t, spec, mustGet(t, sa, "metadata", "name"), "serviceAccountName")
+			expect(t, sa, "kube-system", "metadata", "namespace")
+			expect(t, one(t, rbac, "RoleBinding"), []any{map[string]any{"kind": "ServiceAccount", "name": "extractedprism", "namespace": "kube-system"}}, "subjects")
+		})
+	}
 }
 
 func TestStaticPodManifest(t *testing.T) {
@@ -259,7 +288,16 @@ func TestChartRendering(t *testing.T) {
 		expect(t, spec, "ClusterFirstWithHostNet", "dnsPolicy")
 		expect(t, spec, []any{map[string]any{"operator": "Exists"}}, "tolerations")
 		expect(t, spec, true, "automountServiceAccountToken")
-		expect(t, ds, map[string]any{"type": "RollingUpdate", "rollingUpdate": map[string]any{"maxUnavailable": 1, "maxSurge": 0}}, "spec", "updateStrategy")
+		// A surge update: the new pod serves next to the old one first.
+		expect(t, ds, map[string]any{"type": "RollingUpdate", "rollingUpdate": map[string]any{"maxUnavailable": 0, "maxSurge": 1}}, "spec", "updateStrategy")
+
+		if spec["initContainers"] != nil {
+			t.Errorf("init containers by default: %v", spec["initContainers"])
+		}
+
+		if _, set := containerEnv(t, spec)["EP_LINK_LOCAL_ADDRESS"]; set {
+			t.Error("the link-local address is set by default")
+		}
 		expect(t, ds, 10, "spec", "minReadySeconds")
 
 		// The daemon's own defaults, not the original chart's 20 s / 15 s.
@@ -304,6 +342,16 @@ func TestChartRendering(t *testing.T) {
 		expect(t, ds, "yes", "spec", "template", "metadata", "annotations", "example.com/annotation")
 		expect(t, spec, []any{map[string]any{"name": "registry-credentials"}}, "imagePullSecrets")
 		expect(t, spec, map[string]any{"kubernetes.io/os": "linux"}, "nodeSelector")
+
+		// linkLocal.enabled: an init container with NET_ADMIN and nothing
+		// else puts the address on the node; the proxy serves it too.
+		init := mustGet(t, spec, "initContainers", 0).(map[string]any)
+		expect(t, init, []any{"link-local"}, "args")
+		expect(t, init, []any{map[string]any{"name": "EP_LINK_LOCAL_ADDRESS", "value": "169.254.7.46"}}, "env")
+		expect(t, init, map[string]any{"drop": []any{"ALL"}, "add": []any{"NET_ADMIN"}}, "securityContext", "capabilities")
+		expect(t, init, false, "securityContext", "allowPrivilegeEscalation")
+		expect(t, init, mustGet(t, spec, "containers", 0, "image"), "image")
+		expect(t, containerEnv(t, spec)["EP_LINK_LOCAL_ADDRESS"], "169.254.7.46")
 	})
 }
 

@@ -166,7 +166,10 @@ render_fails "helm template refuses serviceAccount.create=false without a name w
 	"serviceAccount.name is required" --set serviceAccount.create=false
 check "helm template takes serviceAccount.create=false without a name when discovery is off" \
 	render "$work/nosa.yaml" --set "endpoints=$endpoints" --set serviceAccount.create=false --set enableDiscovery=false
-render_fails "helm template refuses a surge on the host network" "maxSurge must be 0" --set updateStrategy.maxSurge=1
+# Surge is the default (SO_REUSEPORT); an update that changes the pod's user
+# cannot overlap and is applied without it.
+check "helm template without surge (an update that changes the pod's user)" \
+	render "$work/nosurge.yaml" --set "endpoints=$endpoints" --set updateStrategy.maxSurge=0 --set updateStrategy.maxUnavailable=1
 
 # --- shell --------------------------------------------------------------------
 

@@ -322,6 +322,34 @@ func TestButane(t *testing.T) {
 					}
 				})
 
+				// The socket always (inert until the address exists); the
+				// oneshot that puts the address on the node only when its
+				// OPTIONAL block is uncommented, run from p.binary.
+				t.Run("link-local", func(t *testing.T) {
+					socket, service := unit(cfg, "extractedprism-link-local.socket"), unit(cfg, "extractedprism-link-local.service")
+
+					if socket == nil || socket.Enabled == nil || !*socket.Enabled || str(socket.Contents) != repoFile(t, "systemd/extractedprism-link-local.socket") {
+						t.Error("extractedprism-link-local.socket: want systemd/extractedprism-link-local.socket verbatim, enabled")
+					}
+
+					if !withCredentials {
+						if service != nil {
+							t.Fatal("the link-local address must be optional (commented out)")
+						}
+
+						return
+					}
+
+					if service == nil || service.Enabled == nil || !*service.Enabled || str(service.Contents) != repoFile(t, "systemd/extractedprism-link-local.service") {
+						t.Fatal("extractedprism-link-local.service: want systemd/extractedprism-link-local.service verbatim, enabled")
+					}
+
+					bin := dropin(service, "10-binary-path.conf")
+					if bin == nil || !strings.Contains(str(bin.Contents), "\nExecStart=\nExecStart="+p.binary+" link-local --address 169.254.7.45\n") {
+						t.Errorf("no drop-in resetting ExecStart to %s link-local", p.binary)
+					}
+				})
+
 				t.Run("discovery credentials", func(t *testing.T) {
 					kubeconfig := file(cfg, "/etc/extractedprism/kubeconfig")
 					credential := dropin(unit(cfg, "extractedprism.service"), "kubeconfig.conf")
@@ -412,8 +440,9 @@ func TestButaneFromRepository(t *testing.T) {
 	}
 	text := repoFile(t, p.file)
 
+	// Discovery credentials (two blocks) and the link-local address.
 	optional, n, err := uncommentOptional(text)
-	if err != nil || n != 2 {
+	if err != nil || n != 3 {
 		t.Fatalf("%s: optional blocks: %d, %v", p.file, n, err)
 	}
 
@@ -449,6 +478,12 @@ func TestButaneFromRepository(t *testing.T) {
 				if !strings.Contains(str(install.Contents), want) {
 					t.Errorf("extractedprism-install.service lacks %q", strings.TrimSpace(want))
 				}
+			}
+
+			// The link-local switch: the package's oneshot, enabled only
+			// when its OPTIONAL block is uncommented.
+			if on := strings.Contains(str(install.Contents), "\nExecStart=/usr/bin/systemctl enable --now extractedprism-link-local.service\n"); on != strings.HasSuffix(name, "+optional") {
+				t.Errorf("link-local address switched on: %v, want %v", on, !on)
 			}
 
 			checkConfig(t, cfg)

@@ -78,7 +78,4 @@ Values that would be unsafe together: rendering fails with the reason.
 {{- if and .Values.enableDiscovery (not .Values.serviceAccount.create) (not .Values.serviceAccount.name) -}}
 {{- fail "serviceAccount.name is required with serviceAccount.create=false and enableDiscovery=true: the discovery Role would otherwise be bound to the namespace's default ServiceAccount, which every pod there may use." -}}
 {{- end -}}
-{{- if and .Values.hostNetwork (eq .Values.updateStrategy.type "RollingUpdate") (ne (toString (.Values.updateStrategy.maxSurge | default 0)) "0") -}}
-{{- fail "updateStrategy.maxSurge must be 0 with hostNetwork: a surge pod cannot bind the ports the old pod holds, and the old one is only removed once the new one is ready." -}}
-{{- end -}}
 {{- end }}

@@ -52,7 +52,7 @@ func Default() Config {
 		HealthAddress:   "127.0.0.1",
 		HealthPort:      7446,
 		ReusePort:       true,
-		HealthInterval:  2 * time.Minute,
+		HealthInterval:  5 * time.Minute,
 		HealthTimeout:   3 * time.Second,
 		HealthCheck:     "https",
 		HealthPath:      "/readyz",

@@ -236,7 +236,7 @@ func TestChartReadmeValuesTable(t *testing.T) {
 // changedFromSeed are the seed chart's values whose defaults were changed
 // on purpose (issue 15), and why. Each must really differ from the seed.
 var changedFromSeed = map[string]string{ //nolint:gochecknoglobals // a table
-	"healthInterval":                "the daemon's default (2m), not 20s: checks are a backstop; the traffic, discovery and 1 s retries notice failures first",
+	"healthInterval":                "the daemon's default (5m), not 20s: checks are a backstop; the traffic, discovery and 1 s retries notice failures first",
 	"healthTimeout":                 "the daemon's default (3s), not 15s",
 	"livenessProbe":                 "none: the daemon's own watchdog ends a stalled process; a probe on the health port could be answered by any process on the node",
 	"readinessProbe":                "no port: it follows healthPort",

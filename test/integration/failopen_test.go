@@ -20,7 +20,7 @@ import (
 // the watch delivers what happened after.
 //
 // Two daemons share the cluster. One has the default settings: its next
-// check (health_interval 2m) comes after the stall, and the API servers
+// check (health_interval 5m) comes after the stall, and the API servers
 // keep answering, so there is no data-path evidence either: it never
 // notices, which is the best outcome for a stall this short. The other
 // checks every 3 s, only so that each upstream has failed a check within

@@ -399,7 +399,7 @@ func TestCrashAndHangFailover(t *testing.T) {
 	})
 
 	// A hung API server that no client sends anything to is noticed by its
-	// next check only (health_interval, 2m): no test here, as no bound of
+	// next check only (health_interval, 5m): no test here, as no bound of
 	// 10 s holds then; the README and docs/fleet.md say so.
 }
 
@@ -407,7 +407,7 @@ func TestCrashAndHangFailover(t *testing.T) {
 // SIGTERM: it leaves the kubernetes EndpointSlice at once, turns its
 // /readyz red and keeps serving for 10 s. With discovery on, it gets no new
 // connection 2 s after the SIGTERM; without, only the periodic check
-// (health_interval 2m) or its closing listener can tell: this measures it.
+// (health_interval 5m) or its closing listener can tell: this measures it.
 func TestGracefulShutdownWithDefaults(t *testing.T) {
 	c := startCluster(t, kubeharness.APIServerOptions{}, true, kubeharness.IPv4Addr1, kubeharness.IPv4Addr2)
 	stopping := kubeharness.StartAPIServer(t, c.etcd, kubeharness.IPv4Addr3,

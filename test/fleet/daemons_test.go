@@ -4,6 +4,7 @@ package fleet
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -110,10 +111,15 @@ func (e *env) startFleet(ctx context.Context, tb testing.TB, v variant, n int) (
 
 		return int(w) >= n, fmt.Sprintf("%d/%d daemons ready, %.0f/%d watching", ready, n, w, n), nil
 	})
-	if err != nil {
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
 		stopFleet(tb, fleet)
 
 		return nil, fmt.Errorf("fleet %s: not up within %v: %w\nlast daemon log:\n%s", v.name, fleetUpTimeout, err, tail(fleet[n-1].log))
+	case err != nil: // a daemon exited
+		stopFleet(tb, fleet)
+
+		return nil, fmt.Errorf("fleet %s: %w", v.name, err)
 	}
 
 	return fleet, nil

@@ -19,7 +19,7 @@ NFPM    := $(GO) tool -modfile=tools/go.mod nfpm
 GORELEASER := $(GO) tool -modfile=tools/goreleaser/go.mod goreleaser
 LDFLAGS := -s -w -X $(MODULE)/pkg/version.Version=$(VERSION) -X $(MODULE)/pkg/version.Commit=$(COMMIT)
 
-.PHONY: help build share package repo release-snapshot test-packages test-release run demo test test-unit test-fuzz bench bench-go bench-discovery test-units test-integration test-provisioning test-e2e kube-bins lint clean
+.PHONY: help build share package repo release-snapshot test-packages test-release run demo test test-unit test-fuzz bench bench-fleet bench-go bench-discovery test-units test-integration test-provisioning test-e2e kube-bins lint clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -83,8 +83,14 @@ test-unit: ## unit, CLI and loopback tests, with the race detector; the data pat
 	$(GO) test -race -count=1 ./...
 	GOMAXPROCS=1 $(GO) test -race -count=1 ./pkg/balancer ./pkg/upstream ./pkg/check
 
-bench: build ## side by side with HAProxy and nginx on loopback (~6 min; installs them with apt): bench/results/latest.md
+bench: build ## side by side with HAProxy and nginx on loopback (~6 min; installs them with apt): bench/results/latest.md; then bench-fleet
 	BENCH_SKIP_BUILD=1 bench/run.sh
+	FLEET_DAEMON=$(CURDIR)/bin/extractedprism hack/bench-fleet.sh
+
+# FLEET_REV=<commit> measures the daemon built from another commit with this
+# harness; FLEET_DAEMON=<binary> a given build. See docs/fleet.md.
+bench-fleet: ## what an idle fleet of daemons costs a real kube-apiserver (root, ~35 min): bench/results/fleet.md, docs/fleet.md
+	hack/bench-fleet.sh
 
 bench-discovery: build ## idle RSS and CPU of the built daemon with discovery on, against three real kube-apiservers (root, ~1 min)
 	KUBE_BINS=$$(hack/kube-bins/build.sh | tail -1) && export KUBE_BINS && \

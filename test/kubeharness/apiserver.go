@@ -197,6 +197,10 @@ func (a *APIServer) URL() string {
 // Running reports whether the process is alive.
 func (a *APIServer) Running() bool { return a.proc.running() }
 
+// PID is the kube-apiserver's process ID (0 before it started), e.g. to read
+// its CPU time from /proc.
+func (a *APIServer) PID() int { return a.proc.pid() }
+
 // Terminate sends SIGTERM and returns at once. The apiserver drops out of the
 // "kubernetes" EndpointSlice within ~0.1 s but exits only ~3 s later, so tests
 // timing the removal should use this, then Wait.
@@ -219,9 +223,6 @@ func (a *APIServer) Pause() error { return a.proc.pause() }
 
 // Resume SIGCONTs a paused apiserver.
 func (a *APIServer) Resume() error { return a.proc.resume() }
-
-// PID is the apiserver's process ID, 0 when it never started.
-func (a *APIServer) PID() int { return a.proc.pid() }
 
 // Restart stops the apiserver if it is running and starts it again with the
 // same flags, waiting for /readyz.

@@ -95,6 +95,21 @@ func TestKubeconfigYAML(t *testing.T) {
 	}
 }
 
+func TestKubeconfigClientCert(t *testing.T) {
+	k := Kubeconfig{Server: "s", CAPEM: []byte("pem"), Token: "unused", ClientCert: &CertPair{CertFile: "/p/n.crt", KeyFile: "/p/n.key"}}
+	y := k.YAML()
+
+	for _, want := range []string{`    client-certificate: "/p/n.crt"`, `    client-key: "/p/n.key"`} {
+		if !strings.Contains(y, want+"\n") {
+			t.Errorf("kubeconfig lacks %q:\n%s", want, y)
+		}
+	}
+
+	if strings.Contains(y, "token:") {
+		t.Errorf("a certificate kubeconfig carries a token too:\n%s", y)
+	}
+}
+
 func TestBinDirErrors(t *testing.T) {
 	if _, err := binDir(""); err == nil || !strings.Contains(err.Error(), "hack/kube-bins/build.sh") {
 		t.Errorf("unset KUBE_BINS: %v", err)

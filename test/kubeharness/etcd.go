@@ -190,6 +190,9 @@ func (e *Etcd) Resume() error { return e.proc.resume() }
 // Kill SIGKILLs etcd without touching the apiservers.
 func (e *Etcd) Kill() error { return e.proc.kill() }
 
+// PID is etcd's process ID (0 before it started).
+func (e *Etcd) PID() int { return e.proc.pid() }
+
 func (e *Etcd) attach(owner testing.TB, a *APIServer) {
 	e.mu.Lock()
 	defer e.mu.Unlock()

@@ -8,12 +8,16 @@ import (
 	"strings"
 )
 
-// Kubeconfig is a single-cluster, single-user kubeconfig with token auth and
-// an embedded CA.
+// Kubeconfig is a single-cluster, single-user kubeconfig with token or
+// client-certificate auth and an embedded CA.
 type Kubeconfig struct {
 	Server string
 	CAPEM  []byte
 	Token  string
+	// ClientCert, when set, authenticates with this certificate instead of
+	// Token, as a kubeconfig minted by `kubeadm kubeconfig user` does. The
+	// files are referenced by path, not embedded.
+	ClientCert *CertPair
 	// User is the name of the user entry (informational only).
 	User string
 	// TLSServerName, when set, is the name the client verifies the serving
@@ -37,6 +41,12 @@ func (p *PKI) UserKubeconfig(path, server string, u TokenUser, tlsServerName str
 	k.TLSServerName = tlsServerName
 
 	return k.Write(path)
+}
+
+// CertKubeconfig writes a kubeconfig for server that authenticates with the
+// client certificate cert (see IssueClientCert) to path.
+func (p *PKI) CertKubeconfig(path, server string, cert CertPair) error {
+	return Kubeconfig{Server: server, CAPEM: p.CAPEM, ClientCert: &cert, User: "cert"}.Write(path)
 }
 
 // Write writes the kubeconfig with mode 0600 (it holds a bearer token).
@@ -67,7 +77,14 @@ func (k Kubeconfig) YAML() string {
 		fmt.Fprintf(&b, "    tls-server-name: %s\n", quote(k.TLSServerName))
 	}
 
-	fmt.Fprintf(&b, "users:\n- name: %s\n  user:\n    token: %s\n", quote(user), quote(k.Token))
+	fmt.Fprintf(&b, "users:\n- name: %s\n  user:\n", quote(user))
+
+	if k.ClientCert != nil {
+		fmt.Fprintf(&b, "    client-certificate: %s\n    client-key: %s\n", quote(k.ClientCert.CertFile), quote(k.ClientCert.KeyFile))
+	} else {
+		fmt.Fprintf(&b, "    token: %s\n", quote(k.Token))
+	}
+
 	fmt.Fprintf(&b, "contexts:\n- name: test\n  context:\n    cluster: test\n    user: %s\n", quote(user))
 	b.WriteString("current-context: test\n")
 

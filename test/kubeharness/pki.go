@@ -5,6 +5,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -111,6 +112,7 @@ type PKI struct {
 
 	ca    *x509.Certificate
 	caKey crypto.Signer
+	rsa   bool // PKIOptions.RSA
 
 	mu     sync.Mutex
 	tokens []TokenUser
@@ -122,7 +124,24 @@ type PKI struct {
 func NewPKI(t testing.TB, dir string, sans SANs) *PKI {
 	t.Helper()
 
-	p, err := newPKI(dir, sans)
+	return NewPKIWith(t, dir, sans, PKIOptions{})
+}
+
+// PKIOptions adjust NewPKIWith.
+type PKIOptions struct {
+	// RSA makes every key RSA-2048 (the CA, the serving and client
+	// certificates, the service-account key), as kubeadm makes them. The
+	// default, P-256, is ~1000x faster to generate, but an RSA-2048 serving
+	// key is what makes a TLS handshake cost the apiserver what it costs in
+	// a kubeadm cluster: measurements of the apiserver's CPU need it.
+	RSA bool
+}
+
+// NewPKIWith is NewPKI with options.
+func NewPKIWith(t testing.TB, dir string, sans SANs, opts PKIOptions) *PKI {
+	t.Helper()
+
+	p, err := newPKI(dir, sans, opts)
 	if err != nil {
 		t.Fatalf("kubeharness: create PKI: %v", err)
 	}
@@ -130,12 +149,12 @@ func NewPKI(t testing.TB, dir string, sans SANs) *PKI {
 	return p
 }
 
-func newPKI(dir string, sans SANs) (*PKI, error) {
+func newPKI(dir string, sans SANs, opts PKIOptions) (*PKI, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create PKI dir: %w", err)
 	}
 
-	p := &PKI{Dir: dir}
+	p := &PKI{Dir: dir, rsa: opts.RSA}
 	steps := []func() error{
 		p.createCA,
 		func() (err error) { p.Serving, err = p.IssueServingCert("apiserver", sans); return err },
@@ -157,7 +176,7 @@ func newPKI(dir string, sans SANs) (*PKI, error) {
 }
 
 func (p *PKI) createCA() error {
-	key, err := newKey()
+	key, err := p.newKey()
 	if err != nil {
 		return err
 	}
@@ -232,7 +251,7 @@ func (p *PKI) IssueClientCert(name, cn string, orgs ...string) (CertPair, error)
 }
 
 func (p *PKI) issue(name string, tmpl *x509.Certificate) (CertPair, error) {
-	key, err := newKey()
+	key, err := p.newKey()
 	if err != nil {
 		return CertPair{}, err
 	}
@@ -255,7 +274,7 @@ func (p *PKI) issue(name string, tmpl *x509.Certificate) (CertPair, error) {
 }
 
 func (p *PKI) createSAKeys() error {
-	key, err := newKey()
+	key, err := p.newKey()
 	if err != nil {
 		return err
 	}
@@ -293,10 +312,21 @@ func certTemplate(cn string) (*x509.Certificate, error) {
 	}, nil
 }
 
-// newKey uses P-256: generation is ~1000x faster than RSA-2048 and every
-// consumer here (apiserver TLS, service-account signing) accepts it.
-func newKey() (*ecdsa.PrivateKey, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+// newKey uses P-256 unless PKIOptions.RSA asked for RSA-2048: generation is
+// ~1000x faster and every consumer here (apiserver TLS, service-account
+// signing) accepts it.
+func (p *PKI) newKey() (crypto.Signer, error) {
+	var (
+		key crypto.Signer
+		err error
+	)
+
+	if p.rsa {
+		key, err = rsa.GenerateKey(rand.Reader, 2048)
+	} else {
+		key, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	}
+
 	if err != nil {
 		return nil, fmt.Errorf("generate key: %w", err)
 	}

@@ -2,6 +2,7 @@ package kubeharness
 
 import (
 	"context"
+	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/csv"
@@ -74,6 +75,35 @@ func TestPKICertificates(t *testing.T) {
 
 	if _, err := tls.LoadX509KeyPair(p.Serving.CertFile, p.Serving.KeyFile); err != nil {
 		t.Errorf("serving key pair: %v", err)
+	}
+}
+
+// kubeadm's key type, so handshakes cost what they cost in a real cluster.
+func TestPKIRSAKeys(t *testing.T) {
+	p := NewPKIWith(t, t.TempDir(), DefaultSANs("198.51.100.1"), PKIOptions{RSA: true})
+
+	client, err := p.IssueClientCert("node", "extractedprism:node", "extractedprism:nodes")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	for _, pair := range []CertPair{p.Serving, p.AdminCert, client} {
+		kp, err := tls.LoadX509KeyPair(pair.CertFile, pair.KeyFile)
+		if err != nil {
+			t.Fatalf("%s: %v", pair.CertFile, err)
+		}
+
+		if k, ok := kp.PrivateKey.(*rsa.PrivateKey); !ok || k.N.BitLen() != 2048 {
+			t.Errorf("%s: key %T, want RSA-2048", pair.CertFile, kp.PrivateKey)
+		}
+	}
+
+	if ca := readCert(t, p.CACertFile); ca.PublicKeyAlgorithm != x509.RSA {
+		t.Errorf("CA key %v, want RSA", ca.PublicKeyAlgorithm)
+	}
+
+	if serving := readCert(t, p.Serving.CertFile); serving.SignatureAlgorithm != x509.SHA256WithRSA {
+		t.Errorf("serving certificate signed with %v, want SHA256-RSA", serving.SignatureAlgorithm)
 	}
 }
 

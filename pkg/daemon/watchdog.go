@@ -26,8 +26,12 @@ func selfWatchdog(ctx context.Context, timeout time.Duration, alive func() error
 		select {
 		case <-ctx.Done():
 			return
-		case now := <-tick.C:
+		case <-tick.C:
 			err := alive()
+			// The tick's own time can predate the stall alive just saw
+			// (a tick sent before the stall began, read after): measure
+			// from when it was seen, so that it never fires early.
+			now := time.Now()
 
 			switch {
 			case err == nil:

@@ -71,6 +71,9 @@ type Settings struct {
 	// AnswerTimeout is how long an upstream may take to send its first
 	// byte after the client's first bytes reached it; then it is reported
 	// (NoAnswer) and the client moves to another upstream once. 0 waits.
+	// On an established connection, it is how long the upstream may stay
+	// silent after the client asked something: then it is reported, and
+	// only checked soon.
 	AnswerTimeout time.Duration
 }
 
@@ -106,6 +109,9 @@ type Balancer struct {
 	// stallAfter is how long a loop may handle one batch of events before
 	// Alive calls it wedged: a batch takes microseconds to milliseconds.
 	stallAfter time.Duration
+	// reactWithin: client bytes this soon after the upstream's are a
+	// reaction to them, not a question (see session.asked).
+	reactWithin time.Duration
 
 	// ctx ends on Shutdown: pending dials give up and background work
 	// (bg) finishes before Shutdown returns.
@@ -133,7 +139,8 @@ func New(opts Options) (*Balancer, error) {
 		opts.Loops = runtime.GOMAXPROCS(0)
 	}
 
-	b := &Balancer{log: opts.Logger, acc: acc, ups: opts.Upstreams, idle: make(chan struct{}), connect: connectRaw, sys: kernel, stallAfter: stallAfter, replayBudget: replayBudget}
+	b := &Balancer{log: opts.Logger, acc: acc, ups: opts.Upstreams, idle: make(chan struct{}), connect: connectRaw, sys: kernel, stallAfter: stallAfter, replayBudget: replayBudget,
+		reactWithin: reactWithin}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	b.store(opts.Settings)
 
@@ -259,6 +266,11 @@ func (b *Balancer) Apply(s Settings) {
 // stallAfter: see Balancer.stallAfter. The watchdog (WatchdogSec) then
 // restarts the service.
 const stallAfter = 5 * time.Second
+
+// reactWithin: see Balancer.reactWithin. A client's HTTP/2 stack answers a
+// frame within milliseconds; a request rarely follows an answer this soon,
+// and when it does the next one starts the wait.
+const reactWithin = 100 * time.Millisecond
 
 // ErrStalled means one of the balancer's own loops stopped making progress.
 var ErrStalled = errors.New("stalled")

@@ -19,6 +19,7 @@ var (
 	errNotResolved = errors.New("upstream name not resolved yet")
 	errLostRace    = errors.New("connect still pending after the dial head start while another upstream connected")
 	errNoAnswer    = errors.New("no answer to the client's first bytes within the answer timeout")
+	errSilent      = errors.New("no answer to a client's bytes on an established connection within the answer timeout")
 )
 
 // dialing is one connect in flight.
@@ -201,6 +202,7 @@ func (s *session) schedule() {
 func (s *session) tick(now time.Time) {
 	if s.linked {
 		s.answerDue()
+		s.silenceDue()
 
 		return
 	}

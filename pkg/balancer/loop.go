@@ -45,6 +45,9 @@ type loop struct {
 	buf      []byte     // scratch for reads that must be copied
 	wakes    wakes      // session deadlines
 	firing   time.Time  // the now of the deadlines fireWakes is running
+	// now is when this batch of events left epoll_wait: the time the
+	// sessions stamp their bytes with, without a clock read per read.
+	now time.Time
 	// settleAfter is settleAfter; tests change it, under mu.
 	settleAfter time.Duration
 	young       youngList // sessions whose late socket options are not set yet
@@ -194,7 +197,8 @@ func (l *loop) run() {
 	for {
 		l.busy.Store(0)
 		n, err := unix.EpollWait(l.epfd, events, timeout)
-		l.busy.Store(time.Now().UnixNano())
+		woke := time.Now()
+		l.busy.Store(woke.UnixNano())
 
 		if err != nil && !errors.Is(err, unix.EINTR) {
 			l.b.log.Error("epoll_wait failed; relay loop ends", zap.Error(err))
@@ -209,6 +213,8 @@ func (l *loop) run() {
 
 			return
 		}
+
+		l.now = woke
 
 		for _, ev := range events[:max(n, 0)] {
 			l.dispatch(ev)

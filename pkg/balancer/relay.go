@@ -68,6 +68,12 @@ type session struct {
 	heard     bool           // the upstream's first byte was reported
 	linkedAt  time.Time      // when up connected
 
+	// After the first answer: when the upstream last sent a byte, and
+	// since when client bytes it has not answered wait (zero: none), and
+	// whether that silence was reported. See asked.
+	upAt, askedAt time.Time
+	silent        bool
+
 	replay bool   // buf holds everything the client sent
 	buf    []byte // client bytes before the answer, sent or not
 	sent   int
@@ -386,6 +392,51 @@ func (s *session) answerDue() {
 	}
 }
 
+// stamp notes bytes that just moved in d: the upstream's end any wait for
+// an answer, and client bytes the upstream had been quiet before start one
+// (asked); l.mu is held.
+func (s *session) stamp(d *dir) {
+	switch {
+	case d == &s.u2c:
+		s.upAt, s.askedAt, s.silent = s.l.now, time.Time{}, false
+	case !s.upAt.IsZero() && s.askedAt.IsZero():
+		s.asked()
+	}
+}
+
+// asked starts the wait for the upstream's answer to client bytes on an
+// established connection. The answer timeout of the first bytes
+// (answerDue) covers new connections only; an upstream that hangs under a
+// client that keeps its connection (kubelet sends everything over one) would
+// go unnoticed until that client's own ping times out (client-go: 45 s) or
+// the next periodic check. Bytes the client sends within reactWithin of
+// the upstream's are a reaction (an HTTP/2 WINDOW_UPDATE or SETTINGS ack,
+// which are never answered) and start no wait. A silence is only weak
+// evidence (an upload, a slow request): it has the upstream checked soon,
+// and the check decides; once per silence. An upstream that has ended its
+// side will not answer, and is not waited for.
+func (s *session) asked() {
+	at := s.b.settings.Load().AnswerTimeout
+	if at <= 0 || s.u2c.eof || s.l.now.Sub(s.upAt) < s.b.reactWithin {
+		return
+	}
+
+	s.askedAt = s.l.now
+	s.l.wakeAt(s, s.askedAt.Add(at))
+}
+
+// silenceDue reports an established connection's upstream that has not
+// answered the client's bytes since asked: it is checked soon.
+func (s *session) silenceDue() {
+	if !s.linked || s.askedAt.IsZero() || s.silent {
+		return
+	}
+
+	s.silent = true
+	s.b.stats.unanswered.Add(1)
+	s.l.report(s.n, upstream.NoAnswer, errSilent)
+}
+
 func (s *session) unlink() {
 	s.l.closeSlot(s.up.slot)
 	s.up = side{}
@@ -393,6 +444,7 @@ func (s *session) unlink() {
 	s.n.Detach(uint64(s.c2u.n), uint64(s.u2c.n))
 	s.c2u.n, s.u2c.n = 0, 0
 	s.n = nil
+	s.upAt, s.askedAt, s.silent = time.Time{}, time.Time{}, false
 }
 
 // relay moves bytes from src to dst until one would block. Small reads are
@@ -441,6 +493,10 @@ func (s *session) relay(d *dir, src, dst *side, holdEOF bool) error {
 
 		if m == 0 && d.eof && holdEOF && d.n == 0 {
 			return srcError{io.EOF}
+		}
+
+		if m > 0 {
+			s.stamp(d)
 		}
 
 		d.n += int64(m)

@@ -1027,3 +1027,133 @@ func TestNoAnswerMovesOnce(t *testing.T) {
 		}
 	})
 }
+
+// muting is an upstream that greets with name and echoes lines until muted;
+// muted, it reads and never answers, as a hung API server would. Its check
+// counts the checks of addr and fails them while muted.
+type muting struct {
+	name, addr string
+	muted      atomic.Bool
+	checks     atomic.Int32
+}
+
+func startMuting(t *testing.T, name string) *muting {
+	t.Helper()
+
+	m := &muting{name: name}
+	m.addr = serveEach(t, func(c net.Conn) {
+		defer c.Close()
+
+		if _, err := io.WriteString(c, name+"\n"); err != nil {
+			return
+		}
+
+		r := bufio.NewReader(c)
+
+		for {
+			line, err := r.ReadString('\n')
+			if err != nil {
+				return
+			}
+
+			if !m.muted.Load() {
+				_, _ = io.WriteString(c, line)
+			}
+		}
+	})
+
+	return m
+}
+
+func (m *muting) Check(_ context.Context, addr string) error {
+	if addr != m.addr {
+		return nil
+	}
+
+	m.checks.Add(1)
+
+	if m.muted.Load() {
+		return errors.New("no answer")
+	}
+
+	return nil
+}
+
+// An upstream that stops answering under a client that keeps its
+// connection (kubelet sends everything over one) is caught by that
+// client's question: the silence has it checked at once, the check fails,
+// and its clients are reset. A client that asks nothing, or only reacts to
+// the upstream's bytes at once (an HTTP/2 WINDOW_UPDATE), has nothing
+// checked.
+func TestSilentUpstreamOfAnEstablishedConnection(t *testing.T) {
+	t.Parallel()
+
+	const answer = 100 * time.Millisecond
+
+	for _, tc := range []struct {
+		name        string
+		reactWithin time.Duration
+		ask         bool
+		caught      bool
+	}{
+		{name: "asked", ask: true, caught: true},
+		{name: "idle", ask: false},
+		{name: "a reaction", reactWithin: time.Hour, ask: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+
+			a, other := startMuting(t, "a"), startServer(t, "b")
+			s := setup{HealthInterval: time.Hour, Retry: 20 * time.Millisecond, HealthTimeout: time.Second, Check: a,
+				Fall: 1, Rise: 1, ResetOnFailure: true, DialTimeout: time.Second, AnswerTimeout: answer, DrainTimeout: time.Hour}
+			r := build(t, Options{Listener: listen(t)}, s, a.addr, other.addr())
+			r.reactWithin = tc.reactWithin
+			b := serve(t, r, true)
+
+			c, name := greeted(t, b)
+			if name != "a" {
+				c, name = greeted(t, b) // least connections: the next goes to a
+			}
+
+			if name != "a" {
+				t.Fatalf("greeted by %q twice", name)
+			}
+
+			if err := c.roundTrip("hello"); err != nil {
+				t.Fatal(err)
+			}
+
+			checked := a.checks.Load()
+			a.muted.Store(true)
+
+			if tc.ask {
+				if _, err := io.WriteString(c, "anyone?\n"); err != nil {
+					t.Fatal(err)
+				}
+			}
+
+			if !tc.caught {
+				time.Sleep(10 * answer) // what is measured is that nothing happens
+				if n, got := b.Stats().Unanswered, a.checks.Load(); n != 0 || got != checked {
+					t.Fatalf("%d silences reported, %d checks brought forward", n, got-checked)
+				}
+
+				return
+			}
+
+			if _, err := c.r.ReadByte(); err == nil {
+				t.Fatal("the muted upstream answered")
+			}
+
+			if n := b.Stats().Unanswered; n != 1 {
+				t.Fatalf("%d silences reported, want 1", n)
+			}
+
+			if st := statusOf(t, b, a.addr); st.Healthy {
+				t.Fatal("the silent upstream is still healthy after its client was reset")
+			}
+
+			waitFor(t, "the reset to be counted", func() bool { return b.Stats().ClosedFailed == 1 })
+		})
+	}
+}

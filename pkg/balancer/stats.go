@@ -24,6 +24,7 @@ type counters struct {
 	raced          atomic.Uint64 // dials started while another was still pending
 	replayed       atomic.Uint64 // connections moved to another upstream before its first answer
 	overLimit      atomic.Uint64 // reset: max_connections were open
+	unanswered     atomic.Uint64 // established connections whose upstream went silent (asked)
 	dials          histogram
 }
 
@@ -91,6 +92,7 @@ type Stats struct {
 	RacedDials     uint64
 	Replayed       uint64
 	OverLimit      uint64
+	Unanswered     uint64
 	DialDuration   Histogram
 }
 
@@ -106,6 +108,7 @@ func (b *Balancer) Stats() Stats {
 		RacedDials:     b.stats.raced.Load(),
 		Replayed:       b.stats.replayed.Load(),
 		OverLimit:      b.stats.overLimit.Load(),
+		Unanswered:     b.stats.unanswered.Load(),
 		DialDuration:   b.stats.dials.snapshot(),
 	}
 }

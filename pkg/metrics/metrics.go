@@ -69,6 +69,7 @@ var (
 	closed       = desc("connections_closed_total", "Client connections closed by the proxy, by reason.", "reason")
 	retries      = desc("dial_retries_total", "Dials to another upstream after a failed dial for the same client.")
 	races        = desc("dial_races_total", "Dials to another upstream started because a dial had not connected within the head start.")
+	unanswered   = desc("connections_unanswered_total", "Established client connections whose upstream did not answer the client's bytes within the answer timeout: each had that upstream checked soon.")
 	replays      = desc("connections_replayed_total", "Client connections moved to another upstream, their first bytes replayed, because theirs ended before answering.")
 	dialDuration = desc("dial_duration_seconds", "Duration of dials to upstreams, failed ones included.")
 
@@ -92,7 +93,7 @@ type collector struct {
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		upHealthy, upScore, upTier, upLatency, upActive, upConns, upDialErrors, upSent, upReceived, upChanged, upInfo,
-		failOpen, accepted, rejected, overLimit, closed, retries, races, replays, dialDuration, discState, discEvents, discLists, discErrors, discLastSync, cacheAge, reloads, buildInfo,
+		failOpen, accepted, rejected, overLimit, closed, retries, races, replays, unanswered, dialDuration, discState, discEvents, discLists, discErrors, discLastSync, cacheAge, reloads, buildInfo,
 	} {
 		ch <- d
 	}
@@ -137,6 +138,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	counter(retries, b.RetriedDials)
 	counter(races, b.RacedDials)
 	counter(replays, b.Replayed)
+	counter(unanswered, b.Unanswered)
 	ch <- dialHistogram(b.DialDuration)
 
 	c.collectDiscovery(s.Discovery, gauge, counter)

@@ -141,6 +141,28 @@ func openTo(t *testing.T, c *cluster, r *running, addrs ...string) (*longLived, 
 	return nil, ""
 }
 
+// ask has the connection ask GET /version every `every` until stop, as a
+// client that sends all its requests over one connection does (kubelet);
+// the answers are read by openTo's reader.
+func (l *longLived) ask(every time.Duration, stop <-chan struct{}) {
+	go func() {
+		tick := time.NewTicker(every)
+		defer tick.Stop()
+
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+
+			if _, err := io.WriteString(l.conn, "GET /version HTTP/1.1\r\nHost: kubernetes\r\n\r\n"); err != nil {
+				return
+			}
+		}
+	}()
+}
+
 // hangResult is what a hang under a client loop showed.
 type hangResult struct {
 	out, reset       time.Duration // 0: not within the wait
@@ -393,14 +415,44 @@ func TestCrashAndHangFailover(t *testing.T) {
 
 	t.Run("hang, a new connection every 200 ms", func(t *testing.T) { hangWithTraffic(t, c, r, left) })
 
-	eventually(t, 40*time.Second, "both healthy again", func() bool {
-		u := r.upstreams()
-		return u[left[0]].Healthy && u[left[1]].Healthy
-	})
+	bothHealthy := func() {
+		eventually(t, 40*time.Second, "both healthy again", func() bool {
+			u := r.upstreams()
+			return u[left[0]].Healthy && u[left[1]].Healthy
+		})
+	}
+
+	bothHealthy()
+	t.Run("hang, no new connection, its long-lived client asking every 200 ms", func(t *testing.T) { hangAsking(t, c, r, left) })
+	bothHealthy()
 
 	// A hung API server that no client sends anything to is noticed by its
 	// next check only (health_interval, 5m): no test here, as no bound of
 	// 10 s holds then; the README and docs/fleet.md say so.
+}
+
+// hangAsking hangs whichever of addrs a long-lived connection goes to
+// while that connection asks every 200 ms and no new connection is made:
+// the silence of its upstream is all there is to notice.
+func hangAsking(t *testing.T, c *cluster, r *running, addrs []string) {
+	t.Helper()
+
+	eventually(t, 20*time.Second, "the discovery watch connected, nothing else", func() bool { _, n := r.connections(); return n == 1 })
+
+	long, h := openTo(t, c, r, addrs...)
+	stop := make(chan struct{})
+	long.ask(200*time.Millisecond, stop)
+
+	res := hang(t, c, r, h, long, nil, 0, 15*time.Second)
+	close(stop)
+	t.Logf("hang, no new connection, a long-lived client asking every 200 ms: %v", res)
+
+	switch {
+	case res.out == 0 || res.out > 5*time.Second:
+		t.Errorf("the hung API server out of rotation: %v, want within 5 s", res)
+	case res.reset == 0 || res.reset > 10*time.Second:
+		t.Errorf("its long-lived client reset: %v, want within 10 s", res)
+	}
 }
 
 // An API server started with --shutdown-delay-duration=10s is sent

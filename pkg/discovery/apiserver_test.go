@@ -34,6 +34,7 @@ type fakeAPI struct {
 	hangUp   bool                       // close every connection without an answer
 	watchers []chan watch.Event
 	lists    int           // full fetches served: lists and streaming lists
+	lasting  []string      // each watch request's timeoutSeconds
 	fetched  chan struct{} // a token per full fetch served
 }
 
@@ -229,7 +230,11 @@ func (f *fakeAPI) serve(w http.ResponseWriter, r *http.Request) {
 	}
 
 	if r.URL.Query().Get("watch") == "true" {
+		f.mu.Lock()
+		f.lasting = append(f.lasting, r.URL.Query().Get("timeoutSeconds"))
+		f.mu.Unlock()
 		f.watch(w, r)
+
 		return
 	}
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"maps"
+	"math/rand/v2"
 	"slices"
 	"sync"
 	"time"
@@ -17,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/utils/ptr"
 )
 
 // Phase is where the watch stands, for logs, /status and systemd's STATUS.
@@ -106,6 +108,19 @@ func (w *Watcher) Run(ctx context.Context) {
 	inf.RunWithContext(ctx)
 }
 
+// watchLasts is the least a discovery watch lasts before client-go renews
+// it; each lasts between it and twice it, so that a fleet started together
+// does not renew together. client-go's own 5–10 min would have every node
+// renew its watch 6 to 12 times an hour: a new request each time
+// (authentication, authorization, a new watcher in the API server's watch
+// cache) for an object that changes when API servers come and go. The
+// bookmarks the API server sends meanwhile (about one a minute) keep the
+// resource version fresh, so a renewal resumes and never lists. What a
+// renewal costs the API server: docs/fleet.md.
+const watchLasts = 30 * time.Minute
+
+func watchLasting() time.Duration { return watchLasts + rand.N(watchLasts) }
+
 // listWatch sees only the one slice, so a Role limited to it by
 // resourceNames is enough.
 func (w *Watcher) listWatch() *cache.ListWatch {
@@ -144,6 +159,7 @@ func (w *Watcher) listWatch() *cache.ListWatch {
 			}
 
 			o.Watch = true
+			o.TimeoutSeconds = ptr.To(int64(watchLasting().Seconds()))
 
 			wi, err := request(o).Watch(ctx)
 			if err != nil {

@@ -43,7 +43,19 @@ func (e *env) snapshot(ctx context.Context, tb testing.TB) trafficSnapshot {
 		tb.Fatalf("scraping the apiserver: %v", err)
 	}
 
-	return trafficSnapshot{at: time.Now(), m: m, passiveOpens: passiveOpens(tb)}
+	return trafficSnapshot{at: time.Now(), m: m, passiveOpens: passiveOpens(tb), logLines: logLines(tb, e.api.LogPath())}
+}
+
+// logLines counts the lines of the apiserver's log: a check must not add one.
+func logLines(tb testing.TB, path string) float64 {
+	tb.Helper()
+
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+
+	return float64(bytes.Count(raw, []byte("\n")))
 }
 
 // passiveOpens reads Tcp PassiveOpens of this network namespace.

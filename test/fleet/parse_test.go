@@ -135,12 +135,24 @@ type traffic struct {
 	// through them).
 	passiveOpens float64
 	watches      float64 // endpointslices watches open at the end
+	logLines     float64 // lines the apiserver wrote to its log
+}
+
+// noisyLog says when the apiserver wrote a log line per check or more in a
+// fleet window: at 5,000 nodes that is a log flood.
+func noisyLog(t traffic) error {
+	if checks := t.requests["GET /readyz 200"]; checks >= 10 && t.logLines >= checks {
+		return fmt.Errorf("the apiserver wrote %.0f log lines for %.0f checks", t.logLines, checks)
+	}
+
+	return nil
 }
 
 type trafficSnapshot struct {
 	at           time.Time
 	m            metrics
 	passiveOpens float64
+	logLines     float64
 }
 
 func (s trafficSnapshot) minus(old trafficSnapshot) traffic {
@@ -148,6 +160,7 @@ func (s trafficSnapshot) minus(old trafficSnapshot) traffic {
 		secs:         s.at.Sub(old.at).Seconds(),
 		requests:     map[string]float64{},
 		passiveOpens: s.passiveOpens - old.passiveOpens,
+		logLines:     s.logLines - old.logLines,
 		watches:      s.m.sum("apiserver_longrunning_requests", map[string]string{"verb": "WATCH", "resource": "endpointslices"}),
 	}
 

@@ -60,6 +60,7 @@ func probes() []probe {
 		{name: "h2-ping", what: "kept-alive HTTP/2 connection, PING frame", open: openPing},
 		{name: "tcp", what: "TCP connect + close", open: openTCP},
 		{name: "watch", what: "idle watch of the `kubernetes` EndpointSlice (client-go informer, as the daemon's)", idle: true, open: openWatch},
+		{name: "watch-renew", what: "idle watch as above, renewed every 10 s (each watch asks `timeoutSeconds=10`)", idle: true, open: openRenewingWatch},
 		{name: "held", what: "idle kept-alive TLS connection, TCP keepalive every 15 s (no requests)", idle: true, open: openHeld},
 	}
 }

@@ -228,8 +228,8 @@ func (r *report) trafficTable(p func(string, ...any)) {
 	p("the apiserver and by the daemons' own proxies, through which discovery connects). The bench's own `/metrics`")
 	p("scrape is one `GET` per window.")
 	p("")
-	p("| variant | requests (verb resource code: per daemon per minute) | watch events | TCP connections accepted | watches open at the end |")
-	p("|---|---|---:|---:|---:|")
+	p("| variant | requests (verb resource code: per daemon per minute) | watch events | TCP connections accepted | watches open at the end | apiserver log lines in the window |")
+	p("|---|---|---:|---:|---:|---:|")
 
 	for _, x := range r.fleets {
 		if x.skipped != "" {
@@ -244,7 +244,7 @@ func (r *report) trafficTable(p func(string, ...any)) {
 			reqs = append(reqs, fmt.Sprintf("%s: %.3f", k, perMin(t.requests[k])))
 		}
 
-		p("| %s | %s | %.2f | %.2f | %.0f |", x.variant.name, strings.Join(reqs, "<br>"), perMin(t.watchEvents), perMin(t.passiveOpens), t.watches)
+		p("| %s | %s | %.2f | %.2f | %.0f | %.0f |", x.variant.name, strings.Join(reqs, "<br>"), perMin(t.watchEvents), perMin(t.passiveOpens), t.watches, t.logLines)
 	}
 }
 

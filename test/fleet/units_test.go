@@ -243,3 +243,26 @@ func TestInParallel(t *testing.T) {
 		}
 	}
 }
+
+func TestNoisyLog(t *testing.T) {
+	t.Parallel()
+
+	for _, tc := range []struct {
+		name          string
+		checks, lines float64
+		noisy         bool
+	}{
+		{name: "quiet", checks: 500, lines: 12},
+		{name: "a line a check", checks: 500, lines: 500, noisy: true},
+		{name: "too few checks to tell", checks: 3, lines: 9},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+
+			err := noisyLog(traffic{requests: map[string]float64{"GET /readyz 200": tc.checks}, logLines: tc.lines})
+			if (err != nil) != tc.noisy {
+				t.Fatalf("noisy = %v, want %v", err, tc.noisy)
+			}
+		})
+	}
+}

@@ -17,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/utils/ptr"
 )
 
 // watchSession is what the daemon's discovery does, without the daemon:
@@ -27,6 +28,21 @@ type watchSession struct{ cancel context.CancelFunc }
 const watchSyncTimeout = 30 * time.Second
 
 func openWatch(ctx context.Context, e *env, node int) (session, error) {
+	return openWatchFor(ctx, e, node, 0)
+}
+
+// renewEvery is how long the renewing watches of the watch-renew row last:
+// that row less the watch row, over the renewals, is what one renewal
+// costs.
+const renewEvery = 10 * time.Second
+
+func openRenewingWatch(ctx context.Context, e *env, node int) (session, error) {
+	return openWatchFor(ctx, e, node, renewEvery)
+}
+
+// openWatchFor opens the watch; with lasting it asks each watch to end
+// after that long, so that client-go renews it.
+func openWatchFor(ctx context.Context, e *env, node int, lasting time.Duration) (session, error) {
 	cfg := &rest.Config{
 		Host:    "https://" + e.apiAddr(),
 		APIPath: "/apis",
@@ -70,6 +86,9 @@ func openWatch(ctx context.Context, e *env, node int) (session, error) {
 		},
 		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
 			o.Watch = true
+			if lasting > 0 {
+				o.TimeoutSeconds = ptr.To(int64(lasting.Seconds()))
+			}
 
 			return req(o).Watch(ctx)
 		},

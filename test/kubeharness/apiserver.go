@@ -197,6 +197,9 @@ func (a *APIServer) URL() string {
 // Running reports whether the process is alive.
 func (a *APIServer) Running() bool { return a.proc.running() }
 
+// LogPath is the file the API server's output goes to.
+func (a *APIServer) LogPath() string { return a.proc.logPath }
+
 // PID is the kube-apiserver's process ID (0 before it started), e.g. to read
 // its CPU time from /proc.
 func (a *APIServer) PID() int { return a.proc.pid() }

@@ -270,6 +270,23 @@ func TestWatcherRelistsAfterGone(t *testing.T) {
 	if s.Phase != Watching || len(s.Errors) != 0 || logs.count(zap.WarnLevel, "") != 0 {
 		t.Fatalf("state %+v, %d warnings; want watching with no error counted or warned", s, logs.count(zap.WarnLevel, ""))
 	}
+
+	// Every watch, the first and the one after the relist, asks to last 30
+	// to 60 minutes, not client-go's 5 to 10: each renewal is a request
+	// from every node of the fleet (docs/fleet.md).
+	api.mu.Lock()
+	lasting := slices.Clone(api.lasting)
+	api.mu.Unlock()
+
+	if len(lasting) < 2 {
+		t.Fatalf("%d watches asked, want 2 or more", len(lasting))
+	}
+
+	for _, v := range lasting {
+		if s, err := strconv.Atoi(v); err != nil || s < 30*60 || s > 60*60 {
+			t.Fatalf("a watch asked timeoutSeconds=%q, want 1800 to 3600 (all: %v)", v, lasting)
+		}
+	}
 }
 
 // Through the proxy, "the API is down" is not a refused connection: the
@@ -309,36 +326,5 @@ func TestWatcherUnreachableThroughTheProxy(t *testing.T) {
 				t.Fatalf("state %+v, want unreachable with EOF", s)
 			}
 		})
-	}
-}
-
-// Every watch asks to last 30 to 60 minutes, not client-go's 5 to 10: each
-// renewal is a request from every node of the fleet (docs/fleet.md).
-func TestWatchesLastLong(t *testing.T) {
-	t.Parallel()
-
-	api := newFakeAPI(t)
-	api.set(ipv4Slice(ep(nil, nil, "10.0.0.1")))
-
-	_, changes, _ := runWatcher(t, api.client(t))
-	nextSet(t, changes, "10.0.0.1:6443")
-
-	api.endWatches(http.StatusGone) // a relist and a new watch: two asked so far
-	api.set(ipv4Slice(ep(nil, nil, "10.0.0.2")))
-	nextSet(t, changes, "10.0.0.2:6443")
-
-	api.mu.Lock()
-	lasting := slices.Clone(api.lasting)
-	api.mu.Unlock()
-
-	if len(lasting) < 2 {
-		t.Fatalf("%d watches asked, want 2 or more", len(lasting))
-	}
-
-	for _, v := range lasting {
-		s, err := strconv.Atoi(v)
-		if err != nil || s < 30*60 || s > 60*60 {
-			t.Fatalf("a watch asked timeoutSeconds=%q, want 1800 to 3600 (all: %v)", v, lasting)
-		}
 	}
 }

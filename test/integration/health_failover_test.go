@@ -259,6 +259,19 @@ func closedLoop() <-chan []attempt {
 	return out
 }
 
+// late says what took longer than the issue allows: out of rotation
+// within 5 s, its long-lived clients reset within 10 s.
+func (h hangResult) late() error {
+	switch {
+	case h.out == 0 || h.out > 5*time.Second:
+		return fmt.Errorf("the hung API server out of rotation: %v, want within 5 s", h)
+	case h.reset == 0 || h.reset > 10*time.Second:
+		return fmt.Errorf("its long-lived client reset: %v, want within 10 s", h)
+	}
+
+	return nil
+}
+
 func (h hangResult) String() string {
 	show := func(d time.Duration) string {
 		if d == 0 {
@@ -379,10 +392,8 @@ func hangWithTraffic(t *testing.T, c *cluster, r *running, addrs []string) {
 	t.Logf("hang, a new connection every 200 ms: %v", res)
 
 	switch {
-	case res.out == 0 || res.out > 5*time.Second:
-		t.Errorf("the hung API server out of rotation: %v, want within 5 s", res)
-	case res.reset == 0 || res.reset > 10*time.Second:
-		t.Errorf("its long-lived client reset: %v, want within 10 s", res)
+	case res.late() != nil:
+		t.Error(res.late())
 	case res.controlClosed:
 		t.Error("the long-lived connection to the healthy API server was closed too")
 	}
@@ -447,11 +458,8 @@ func hangAsking(t *testing.T, c *cluster, r *running, addrs []string) {
 	close(stop)
 	t.Logf("hang, no new connection, a long-lived client asking every 200 ms: %v", res)
 
-	switch {
-	case res.out == 0 || res.out > 5*time.Second:
-		t.Errorf("the hung API server out of rotation: %v, want within 5 s", res)
-	case res.reset == 0 || res.reset > 10*time.Second:
-		t.Errorf("its long-lived client reset: %v, want within 10 s", res)
+	if err := res.late(); err != nil {
+		t.Error(err)
 	}
 }
 

@@ -1030,11 +1030,10 @@ func TestNoAnswerMovesOnce(t *testing.T) {
 
 // muting is an upstream that greets with name and echoes lines until muted;
 // muted, it reads and never answers, as a hung API server would. Its check
-// counts the checks of addr and fails them while muted.
+// fails addr while muted.
 type muting struct {
 	name, addr string
 	muted      atomic.Bool
-	checks     atomic.Int32
 }
 
 func startMuting(t *testing.T, name string) *muting {
@@ -1069,8 +1068,6 @@ func (m *muting) Check(_ context.Context, addr string) error {
 	if addr != m.addr {
 		return nil
 	}
-
-	m.checks.Add(1)
 
 	if m.muted.Load() {
 		return errors.New("no answer")
@@ -1123,7 +1120,6 @@ func TestSilentUpstreamOfAnEstablishedConnection(t *testing.T) {
 				t.Fatal(err)
 			}
 
-			checked := a.checks.Load()
 			a.muted.Store(true)
 
 			if tc.ask {
@@ -1133,9 +1129,11 @@ func TestSilentUpstreamOfAnEstablishedConnection(t *testing.T) {
 			}
 
 			if !tc.caught {
-				time.Sleep(10 * answer) // what is measured is that nothing happens
-				if n, got := b.Stats().Unanswered, a.checks.Load(); n != 0 || got != checked {
-					t.Fatalf("%d silences reported, %d checks brought forward", n, got-checked)
+				// What is measured is that nothing happens. (Not the checks:
+				// the first periodic one may fall anywhere in the hour.)
+				time.Sleep(10 * answer)
+				if n := b.Stats().Unanswered; n != 0 {
+					t.Fatalf("%d silences reported, want none", n)
 				}
 
 				return

@@ -17,9 +17,10 @@ func (l *loop) admit(fd int) {
 	if !b.admitOne() {
 		// A reset, not a wait in the backlog: the client fails at once and
 		// can try again; one runaway client cannot take every descriptor.
+		// Counted before the reset, which the client may see at once.
+		b.stats.overLimit.Add(1)
 		_ = unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
 		_ = unix.Close(fd)
-		b.stats.overLimit.Add(1)
 		b.noise.overLimit.note(l, zap.WarnLevel, "connection over max_connections reset",
 			zap.Int("max_connections", b.settings.Load().MaxConnections))
 

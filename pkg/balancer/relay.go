@@ -149,8 +149,8 @@ func (l *loop) start(fd int) {
 
 	slot, err := l.register(fd, s, roleClient, nil, evRead)
 	if err != nil {
-		_ = unix.Close(fd)
 		l.b.stats.rejected.Add(1)
+		_ = unix.Close(fd)
 		l.b.sessionEnded()
 		l.note(zap.WarnLevel, "closing client", zap.Error(err))
 

@@ -247,6 +247,15 @@ done
 rm -f "$art/foreign-repomd/rpm/$rpm_arch/repodata/repomd.xml.asc" "$art/unsigned-repomd/rpm/$rpm_arch/repodata/repomd.xml.asc"
 gpg --homedir "$attacker" --batch --yes --quiet --armor --detach-sign \
     -o "$art/foreign-repomd/rpm/$rpm_arch/repodata/repomd.xml.asc" "$art/foreign-repomd/rpm/$rpm_arch/repodata/repomd.xml"
+# What a variant alters must look newer than what a client cached: apt asks
+# for InRelease with If-Modified-Since, and the server compares whole
+# seconds. Made within the second of the good one (a fast machine), the
+# altered InRelease was answered 304, apt kept its good lists, and the test
+# saw no BADSIG. A mirror that publishes changes the time too.
+newer=$(($(stat -c %Y "$art/repo-$EP_NEW/apt/dists/stable/InRelease") + 2))
+for d in "$art"/bad-* "$art"/foreign-* "$art"/unsigned-*; do
+    find "$d" -type f -links 1 -exec touch -d "@$newer" {} +
+done
 e2e_log "repositories: $(cd "$art" && echo repo-* bad-* foreign-* unsigned-*)"
 
 # ---------------------------------------------------------------------------

@@ -127,6 +127,14 @@ func sniRouter(t *testing.T, addr string, routes map[string]string, fallback str
 		t.Fatal(err)
 	}
 
+	return serveConns(t, ln, func(c net.Conn) { routeByName(c, routes, fallback) })
+}
+
+// serveConns hands every connection ln accepts to handle, in its own
+// goroutine, until the test ends; it returns ln's address.
+func serveConns(t *testing.T, ln net.Listener, handle func(net.Conn)) string {
+	t.Helper()
+
 	t.Cleanup(func() { ln.Close() })
 
 	go func() {
@@ -136,7 +144,7 @@ func sniRouter(t *testing.T, addr string, routes map[string]string, fallback str
 				return
 			}
 
-			go routeByName(c, routes, fallback)
+			go handle(c)
 		}
 	}()
 
@@ -217,24 +225,11 @@ func otherTLS(t *testing.T, pki *kubeharness.PKI, addr string) string {
 		t.Fatal(err)
 	}
 
-	t.Cleanup(func() { ln.Close() })
-
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-
-			go func() {
-				defer c.Close()
-				_ = c.(*tls.Conn).Handshake()
-				_, _ = io.Copy(io.Discard, c)
-			}()
-		}
-	}()
-
-	return ln.Addr().String()
+	return serveConns(t, ln, func(c net.Conn) {
+		defer c.Close()
+		_ = c.(*tls.Conn).Handshake()
+		_, _ = io.Copy(io.Discard, c)
+	})
 }
 
 // TestDoctorSNI: one upstream is a real API server, the other the same API
